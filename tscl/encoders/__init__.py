@@ -1,0 +1,30 @@
+"""Temporal encoders: ``(B, T, C) -> (B, T, D)``, chosen by name with :func:`get`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tscl.errors import ConfigError
+from tscl.encoders.tcn import TCNEncoder
+from tscl.encoders.transformer import TransformerEncoder
+
+__all__ = ["TCNEncoder", "TransformerEncoder", "get", "ENCODERS", "DEFAULT_DEPTH"]
+
+ENCODERS: dict[str, type[nn.Module]] = {"tcn": TCNEncoder, "transformer": TransformerEncoder}
+#: depth used when the caller does not give one (TS2Vec's 10 residual blocks; 3 transformer layers).
+DEFAULT_DEPTH = {"tcn": 10, "transformer": 3}
+
+
+def get(name: str, *, input_dims: int, output_dims: int = 320, hidden_dims: int = 64, depth: int | None = None,
+        **kwargs) -> nn.Module:
+    """Build the encoder called ``name`` ("tcn" or "transformer")."""
+    key = str(name).lower()
+    if key not in ENCODERS:
+        raise ConfigError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    if int(input_dims) < 1:
+        raise ConfigError(f"input_dims must be >= 1, got {input_dims}")
+    depth = DEFAULT_DEPTH[key] if depth is None else int(depth)
+    try:
+        return ENCODERS[key](input_dims, output_dims=output_dims, hidden_dims=hidden_dims, depth=depth, **kwargs)
+    except TypeError as exc:  # unknown keyword for that encoder
+        raise ConfigError(f"bad option for encoder {name!r}: {exc}") from exc

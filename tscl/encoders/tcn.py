@@ -1,0 +1,113 @@
+"""Dilated convolutional encoder (TS2Vec, Yue et al. AAAI 2022, Sec. 3.1).
+
+Architecture (the paper's defaults): a per-step linear input projection to ``hidden_dims`` channels, then
+``depth`` residual blocks of two dilated convolutions (kernel 3, dilation ``2**i`` in block ``i``, GELU before each
+conv, "same" padding) and one final block that maps to ``output_dims`` (with a 1x1 projection on its residual path),
+then dropout 0.1 on the representations. Missing steps (NaN in any channel) and timestamp-masked steps are zeroed
+right after the input projection, as in the paper.
+
+Shapes: ``(B, T, C) -> (B, T, D)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TCNEncoder", "DilatedConvBlock", "apply_input_mask"]
+
+
+def apply_input_mask(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace NaN steps by zeros and return ``(x_clean, observed)`` where ``observed`` is ``(B, T)`` bool.
+
+    ``mask`` (optional, ``(B, T)`` bool, True = keep) is combined with the observed-steps mask.
+    """
+    observed = ~torch.isnan(x).any(dim=-1)
+    x = torch.nan_to_num(x, nan=0.0)
+    keep = observed if mask is None else observed & mask.to(device=x.device, dtype=torch.bool)
+    return x, keep
+
+
+class DilatedConvBlock(nn.Module):
+    """``y = conv2(gelu(conv1(gelu(x)))) + proj(x)`` with dilated, length-preserving convolutions."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, final: bool = False):
+        super().__init__()
+        rf = (kernel_size - 1) * dilation + 1
+        self._trim = 1 if rf % 2 == 0 else 0
+        pad = rf // 2
+        self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, padding=pad, dilation=dilation)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, dilation=dilation)
+        self.projector = nn.Conv1d(in_channels, out_channels, 1) if (in_channels != out_channels or final) else None
+
+    def _same(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+        k, d = conv.kernel_size[0], conv.dilation[0]
+        if not self._trim and d >= x.shape[-1]:
+            # Every tap but the centre one falls entirely into the zero padding: the convolution is exactly a
+            # 1x1 convolution with the centre tap (skips (k-1)/k of the work for short series, same result).
+            return F.conv1d(x, conv.weight[:, :, k // 2 : k // 2 + 1], conv.bias)
+        out = conv(x)
+        return out[..., : out.shape[-1] - self._trim] if self._trim else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, T)
+        residual = x if self.projector is None else self.projector(x)
+        x = self._same(self.conv1, F.gelu(x))
+        x = self._same(self.conv2, F.gelu(x))
+        return x + residual
+
+
+class TCNEncoder(nn.Module):
+    """TS2Vec's dilated convolutional encoder.
+
+    Args:
+        input_dims: channels of the input series.
+        output_dims: representation size ``D`` (paper: 320).
+        hidden_dims: width of the residual blocks (paper: 64).
+        depth: number of hidden residual blocks (paper: 10); one more block maps to ``output_dims``.
+        kernel_size: convolution kernel (paper: 3).
+        dropout: dropout on the output representations (paper: 0.1).
+    """
+
+    def __init__(
+        self,
+        input_dims: int,
+        output_dims: int = 320,
+        hidden_dims: int = 64,
+        depth: int = 10,
+        kernel_size: int = 3,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.input_dims, self.output_dims = int(input_dims), int(output_dims)
+        self.input_fc = nn.Linear(input_dims, hidden_dims)
+        widths = [hidden_dims] * depth + [output_dims]
+        self.blocks = nn.Sequential(
+            *[
+                DilatedConvBlock(
+                    widths[i - 1] if i > 0 else hidden_dims,
+                    widths[i],
+                    kernel_size,
+                    dilation=2**i,
+                    final=(i == len(widths) - 1),
+                )
+                for i in range(len(widths))
+            ]
+        )
+        self.repr_dropout = nn.Dropout(dropout)
+
+    @property
+    def receptive_field(self) -> int:
+        """Number of input steps that can influence one output step."""
+        rf = 1
+        for blk in self.blocks:
+            k, d = blk.conv1.kernel_size[0], blk.conv1.dilation[0]
+            rf += 2 * (k - 1) * d
+        return rf
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode ``x`` ``(B, T, C)`` (NaN = missing) into ``(B, T, D)``; ``mask`` ``(B, T)`` True = keep."""
+        x, keep = apply_input_mask(x, mask)
+        h = self.input_fc(x).masked_fill(~keep.unsqueeze(-1), 0.0)
+        h = self.blocks(h.transpose(1, 2))
+        return self.repr_dropout(h).transpose(1, 2)

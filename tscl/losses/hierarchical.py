@@ -1,0 +1,78 @@
+"""TS2Vec's hierarchical contrastive loss (Yue et al. AAAI 2022, Sec. 3.3, Alg. 1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tscl.errors import ConfigError
+from tscl.losses.infonce import NTXentLoss, check_pair
+
+__all__ = ["HierarchicalContrastiveLoss"]
+
+
+class HierarchicalContrastiveLoss(nn.Module):
+    r"""Instance-wise + temporal contrast on the overlap of two views, repeated at every scale.
+
+    Inputs ``z1, z2`` are ``(B, T, D)``: row ``(i, t)`` of both is the same time step of the same series seen through
+    two augmented contexts. At scale :math:`k` (``z`` max-pooled along time by :math:`2^k`):
+
+    * instance-wise term: for every time step, contrast series :math:`i` against the other :math:`2B-2` series
+      representations at that step,
+      :math:`\ell^{inst}_{i,t} = -\log \frac{\exp(z_{i,t}\cdot z'_{i,t})}{\sum_j \exp(z_{i,t}\cdot z'_{j,t}) +
+      \sum_{j\ne i}\exp(z_{i,t}\cdot z_{j,t})}`;
+    * temporal term: for every series, contrast step :math:`t` against the other :math:`2T-2` steps of the same series,
+      :math:`\ell^{temp}_{i,t} = -\log \frac{\exp(z_{i,t}\cdot z'_{i,t})}{\sum_s \exp(z_{i,t}\cdot z'_{i,s}) +
+      \sum_{s\ne t}\exp(z_{i,t}\cdot z_{i,s})}` (only at scales :math:`k \ge` ``temporal_unit``).
+
+    :math:`\mathcal{L} = \frac{1}{K}\sum_k \big[\alpha\,\mathcal{L}^{inst}_k + (1-\alpha)\,\mathcal{L}^{temp}_k\big]`,
+    pooling until one step is left (the last level has only the instance term), :math:`K` = number of levels.
+    Both terms use raw dot products with no temperature, as in the paper; both are symmetric over the two views.
+
+    ``instance_loss`` / ``temporal_loss`` can replace the two terms by any pairwise loss that follows the
+    ``loss(z1, z2)`` convention with leading group dimensions (default: :class:`NTXentLoss` with
+    ``temperature=1, normalize=False``, i.e. exactly TS2Vec's terms).
+    """
+
+    def __init__(self, alpha: float = 0.5, temporal_unit: int = 0, instance_loss: nn.Module | None = None,
+                 temporal_loss: nn.Module | None = None):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
+        if temporal_unit < 0:
+            raise ConfigError(f"temporal_unit must be >= 0, got {temporal_unit}")
+        self.alpha, self.temporal_unit = float(alpha), int(temporal_unit)
+        self.instance_loss = instance_loss if instance_loss is not None else NTXentLoss(1.0, normalize=False)
+        self.temporal_loss = temporal_loss if temporal_loss is not None else NTXentLoss(1.0, normalize=False)
+
+    def _instance(self, z1, z2):
+        if z1.shape[0] < 2:
+            return z1.sum() * 0.0
+        return self.instance_loss(z1.transpose(0, 1), z2.transpose(0, 1))  # (T, B, D): contrast within each step
+
+    def _temporal(self, z1, z2):
+        if z1.shape[1] < 2:
+            return z1.sum() * 0.0
+        return self.temporal_loss(z1, z2)  # (B, T, D): contrast within each series
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        check_pair(z1, z2, what="HierarchicalContrastiveLoss")
+        if z1.dim() != 3:
+            raise ConfigError(f"HierarchicalContrastiveLoss expects (B, T, D) inputs, got {tuple(z1.shape)}")
+        a = self.alpha
+        loss = z1.new_zeros((), dtype=torch.float32)
+        depth = 0
+        while z1.shape[1] > 1:
+            if a != 0:
+                loss = loss + a * self._instance(z1, z2)
+            if depth >= self.temporal_unit and a != 1:
+                loss = loss + (1 - a) * self._temporal(z1, z2)
+            depth += 1
+            z1 = F.max_pool1d(z1.transpose(1, 2), kernel_size=2).transpose(1, 2)
+            z2 = F.max_pool1d(z2.transpose(1, 2), kernel_size=2).transpose(1, 2)
+        if z1.shape[1] == 1:
+            if a != 0:
+                loss = loss + a * self._instance(z1, z2)
+            depth += 1
+        return loss / depth

@@ -1,0 +1,100 @@
+"""InfoNCE-family pairwise losses. Call convention: ``loss(z1, z2)`` where row ``i`` of ``z1`` and of ``z2`` is a
+positive pair; both have shape ``(..., N, D)`` — any leading dimensions are independent groups (TS2Vec contrasts
+within each time step or within each series this way, without a Python loop)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tscl.errors import ConfigError, DataError
+
+__all__ = ["NTXentLoss", "InfoNCELoss", "check_pair"]
+
+
+def check_pair(z1: torch.Tensor, z2: torch.Tensor, *, min_n: int = 1, what: str = "loss") -> None:
+    """Raise :class:`DataError` unless ``z1`` and ``z2`` are same-shape ``(..., N, D)`` with ``N >= min_n``."""
+    if z1.shape != z2.shape:
+        raise DataError(f"{what}: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if z1.dim() < 2:
+        raise DataError(f"{what}: expected (..., N, D) tensors, got shape {tuple(z1.shape)}")
+    if z1.shape[-2] < min_n:
+        raise DataError(f"{what}: needs at least {min_n} rows per group, got N={z1.shape[-2]}")
+
+
+class NTXentLoss(nn.Module):
+    r"""NT-Xent (SimCLR, Chen et al. 2020); with ``temperature=1, normalize=False`` it is TS2Vec's contrastive term.
+
+    With :math:`z = [z^{(1)}; z^{(2)}]` (2N rows), :math:`s_{ij} = z_i^\top z_j / \tau` (cosine similarity when
+    ``normalize``) and :math:`p(i)` the other view of row :math:`i`:
+
+    .. math:: \mathcal{L} = \frac{1}{2N} \sum_{i=1}^{2N} \Big[ -s_{i,p(i)} + \log \sum_{j \ne i} e^{s_{ij}} \Big]
+
+    Every other row of both views is a negative (2N-2 negatives). Computed with log-sum-exp in float32.
+    ``temperature`` may be learnable (``learnable_temperature=True`` learns :math:`\log\tau`).
+    """
+
+    def __init__(self, temperature: float = 0.5, normalize: bool = True, learnable_temperature: bool = False):
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        self.normalize = normalize
+        log_t = torch.tensor(float(temperature)).log()
+        if learnable_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t, persistent=False)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        check_pair(z1, z2, min_n=1, what=type(self).__name__)
+        n = z1.shape[-2]
+        if n == 1:  # no negatives: defined as 0 (TS2Vec's convention for B == 1 or T == 1)
+            return z1.sum() * 0.0
+        if self.normalize:
+            z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+        inv_t = (-self.log_temperature).exp()
+        z = torch.cat([z1, z2], dim=-2)
+        sim = (z @ z.transpose(-1, -2)).float() * inv_t  # (..., 2N, 2N)
+        eye = torch.eye(2 * n, dtype=torch.bool, device=sim.device)
+        lse = torch.logsumexp(sim.masked_fill(eye, float("-inf")), dim=-1)
+        pos = (z1 * z2).sum(-1).float() * inv_t
+        return lse.mean() - pos.mean()
+
+
+class InfoNCELoss(nn.Module):
+    r"""InfoNCE with cross-view negatives only (van den Oord et al. 2018; CLIP-style when ``symmetric``).
+
+    .. math:: \mathcal{L}_{1\to 2} = \frac{1}{N}\sum_i \Big[-s_{ii} + \log\sum_j e^{s_{ij}}\Big],\quad
+              s_{ij} = \frac{\langle z^{(1)}_i, z^{(2)}_j\rangle}{\tau}
+
+    ``symmetric=True`` averages :math:`\mathcal{L}_{1\to 2}` and :math:`\mathcal{L}_{2\to 1}`.
+    """
+
+    def __init__(self, temperature: float = 0.1, normalize: bool = True, symmetric: bool = True,
+                 learnable_temperature: bool = False):
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        self.normalize, self.symmetric = normalize, symmetric
+        log_t = torch.tensor(float(temperature)).log()
+        if learnable_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t, persistent=False)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        check_pair(z1, z2, min_n=2, what=type(self).__name__)
+        if self.normalize:
+            z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+        inv_t = (-self.log_temperature).exp()
+        sim = (z1 @ z2.transpose(-1, -2)).float() * inv_t  # (..., N, N)
+        pos = torch.diagonal(sim, dim1=-2, dim2=-1)
+        loss = torch.logsumexp(sim, dim=-1).mean() - pos.mean()
+        if self.symmetric:
+            loss = 0.5 * (loss + torch.logsumexp(sim, dim=-2).mean() - pos.mean())
+        return loss

@@ -1,0 +1,152 @@
+"""Contrastive pretraining as a LightningModule (TS2Vec's training procedure, any encoder / loss / augmenter).
+
+One training step (TS2Vec, Yue et al. 2022, Sec. 3.2): take a batch of series, cut a random window of at most
+``max_train_length`` steps, draw two random overlapping crops, encode both (with random timestamp masking on the
+latent), keep the representations of the overlapping steps and apply the contrastive loss to them. The encoder used
+for inference is an equal-weight running average of the weights after every step (SWA, as TS2Vec does).
+
+Reproducibility and resume: batch ``k`` and every random draw inside step ``k`` depend only on ``(seed, k)``, so a run
+resumed from a Lightning checkpoint continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import Dataset
+
+from tscl.augment.fixed import OverlapCrop, TimestampMask, crop_pair_padded, take_per_row
+
+__all__ = ["ContrastivePretraining", "StepIndex", "step_seed"]
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A 63-bit seed for (run seed, step, stream), well mixed (SplitMix64 finaliser)."""
+    z = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) & (2**63 - 1)
+
+
+class StepIndex(Dataset):
+    """A dataset of step numbers. The module draws each step's batch from ``(seed, global_step)`` itself, so the
+    dataloader carries no state that a resume could lose."""
+
+    def __init__(self, n_steps: int):
+        self.n_steps = int(n_steps)
+
+    def __len__(self) -> int:
+        return self.n_steps
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class ContrastivePretraining(L.LightningModule):
+    """Args:
+        encoder: ``(B, T, C) -> (B, T, D)`` module taking ``mask`` (``(B, T)`` bool, True = keep).
+        loss: a sequence loss on ``(B, T, D)`` pairs (hierarchical) or a pairwise loss on ``(B, D)`` pairs
+            (then the overlap representations are max-pooled over time first); ``sequence_loss`` says which.
+        data: training panel ``(N, T, C)`` float tensor (NaN = missing); kept on the CPU, batches move to the device.
+        transforms: optional input transform (e.g. a ``Compose`` of fixed augmentations) applied before cropping.
+        crop / timestamp_mask: TS2Vec's view generator (overlapping crops, latent timestamp masking).
+        single_pass: encode both views in one batched forward (padded to a common length with missing steps).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        loss: nn.Module,
+        data: torch.Tensor,
+        *,
+        sequence_loss: bool = True,
+        batch_size: int = 8,
+        lr: float = 1e-3,
+        seed: int = 0,
+        max_train_length: int | None = 3000,
+        transforms: nn.Module | None = None,
+        crop: OverlapCrop | None = None,
+        timestamp_mask: TimestampMask | None = None,
+        swa: bool = True,
+        single_pass: bool = True,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.loss_fn = loss
+        self.transforms = transforms
+        self.crop = crop if crop is not None else OverlapCrop()
+        self.timestamp_mask = timestamp_mask if timestamp_mask is not None else TimestampMask(p=0.5)
+        self.swa = AveragedModel(encoder) if swa else None
+        self.data = data  # plain attribute: not a buffer, never written into checkpoints
+        self.sequence_loss = sequence_loss
+        self.batch_size = min(int(batch_size), data.shape[0])
+        self.lr, self.seed = float(lr), int(seed)
+        self.max_train_length = max_train_length
+        self.single_pass = single_pass
+        self.losses: list[float] = []
+
+    # ----------------------------------------------------------------------------------------------- batching
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Indices of the series in batch ``step``: shuffled epochs without replacement, last partial batch dropped
+        (TS2Vec's ``DataLoader(shuffle=True, drop_last=True)``)."""
+        n = self.data.shape[0]
+        per_epoch = max(n // self.batch_size, 1)
+        epoch, j = divmod(int(step), per_epoch)
+        g = torch.Generator().manual_seed(step_seed(self.seed, epoch, stream=1))
+        perm = torch.randperm(n, generator=g)
+        return perm[j * self.batch_size : (j + 1) * self.batch_size]
+
+    def encoder_for_inference(self) -> nn.Module:
+        return self.swa.module if self.swa is not None else self.encoder
+
+    # ----------------------------------------------------------------------------------------------- training
+    def on_train_batch_start(self, batch, batch_idx):
+        # Every random draw of this step (window, crops, masks, dropout) depends on (seed, step) only.
+        torch.manual_seed(step_seed(self.seed, self.global_step))
+
+    def contrastive_views(self, x: torch.Tensor):
+        """Return the representations of the overlapping part of two views, ``(z1, z2)`` each ``(B, L, D)``."""
+        B, T = x.shape[:2]
+        if self.max_train_length is not None and T > self.max_train_length:
+            off = int(torch.randint(T - self.max_train_length + 1, ()).item())
+            x = x[:, off : off + self.max_train_length]
+        if self.transforms is not None:
+            x = self.transforms(x)
+        p = self.crop.sample(B, x.shape[1], device=x.device)
+        if self.single_pass:
+            views, layout = crop_pair_padded(x, p)
+            mask = self.timestamp_mask.sample(2 * B, views.shape[1], device=x.device)
+            return layout.split_overlap(self.encoder(views, mask))
+        v1 = take_per_row(x, p.offset + p.crop_eleft, p.crop_right - p.crop_eleft)
+        v2 = take_per_row(x, p.offset + p.crop_left, p.crop_eright - p.crop_left)
+        z1 = self.encoder(v1, self.timestamp_mask.sample(B, v1.shape[1], device=x.device))
+        z2 = self.encoder(v2, self.timestamp_mask.sample(B, v2.shape[1], device=x.device))
+        return z1[:, -p.crop_l :], z2[:, : p.crop_l]
+
+    def training_step(self, batch, batch_idx):
+        x = self.data[self.batch_indices(self.global_step)].to(self.device, non_blocking=True)
+        z1, z2 = self.contrastive_views(x)
+        if not self.sequence_loss:
+            z1, z2 = z1.amax(dim=1), z2.amax(dim=1)
+        loss = self.loss_fn(z1, z2)
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.swa is not None:
+            self.swa.update_parameters(self.encoder)
+        if outputs is not None:
+            self.losses.append(float(outputs["loss"]))
+
+    def configure_optimizers(self):
+        params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("swa.")]
+        return torch.optim.AdamW(params, lr=self.lr)
+
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["tscl_losses"] = list(self.losses)
+
+    def on_load_checkpoint(self, checkpoint):
+        self.losses = list(checkpoint.get("tscl_losses", []))

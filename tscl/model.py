@@ -1,0 +1,387 @@
+"""``tscl.ContrastiveModel``: the user-facing estimator (fit / encode / save) and ``tscl.load``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tscl import encoders as _encoders
+from tscl import losses as _losses
+from tscl.errors import CheckpointError, ConfigError, DataError
+from tscl.io import check_state_dict, load_checkpoint, save_checkpoint
+
+__all__ = ["ContrastiveModel", "load", "ts2vec_n_iters"]
+
+_PRECISIONS = {"32", "32-true", "bf16", "bf16-mixed", "16-mixed"}
+
+
+def ts2vec_n_iters(n_values: int) -> int:
+    """TS2Vec's rule of thumb: 200 iterations when the training array has <= 100,000 values, else 600."""
+    return 200 if n_values <= 100_000 else 600
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ContrastiveModel:
+    """Contrastive representation learner for ``(N, T, C)`` time series (TS2Vec-style by default).
+
+    Parameters follow TS2Vec's defaults: batch 8, lr 1e-3, 320 output dims, hidden 64, depth 10 (TCN),
+    max_train_length 3000, hierarchical loss with ``temporal_unit=0``.
+
+    Args:
+        input_dims: channels ``C``; inferred from the data at the first ``fit`` when None.
+        encoder: "tcn" or "transformer" (see :mod:`tscl.encoders`).
+        augmenter: "fixed" (TS2Vec's overlapping crops + timestamp masking, plus optional ``augmenter_kwargs``
+            {"transforms": ["jitter", ...]} applied to the input first).
+        loss: a name from :mod:`tscl.losses` ("hierarchical" or a pairwise loss applied to max-pooled overlaps).
+        seed: every random draw (initialisation, batches, crops, masks, dropout) follows from it.
+        precision: "32-true" or "bf16-mixed" (autocast; uses AMX on recent x86 CPUs, tensor cores on GPUs).
+        device: "auto", "cpu", "cuda", ...
+        swa: encode with the running average of the weights (TS2Vec does).
+        single_pass: encode both views in one batched forward pass.
+    """
+
+    def __init__(
+        self,
+        input_dims: int | None = None,
+        encoder: str = "tcn",
+        augmenter: str = "fixed",
+        output_dims: int = 320,
+        hidden_dims: int = 64,
+        depth: int | None = None,
+        loss: str = "hierarchical",
+        temporal_unit: int = 0,
+        lr: float = 1e-3,
+        batch_size: int = 8,
+        max_train_length: int | None = 3000,
+        seed: int = 0,
+        precision: str = "32-true",
+        device: str = "auto",
+        swa: bool = True,
+        single_pass: bool = True,
+        encoder_kwargs: dict | None = None,
+        loss_kwargs: dict | None = None,
+        augmenter_kwargs: dict | None = None,
+    ):
+        self.input_dims = None if input_dims is None else int(input_dims)
+        self.encoder = str(encoder).lower()
+        self.augmenter = str(augmenter).lower()
+        self.output_dims, self.hidden_dims = int(output_dims), int(hidden_dims)
+        self.depth = depth
+        self.loss = str(loss).lower()
+        self.temporal_unit = int(temporal_unit)
+        self.lr, self.batch_size = float(lr), int(batch_size)
+        self.max_train_length = None if max_train_length is None else int(max_train_length)
+        self.seed = int(seed)
+        self.precision = str(precision)
+        self.device = str(device)
+        self.swa, self.single_pass = bool(swa), bool(single_pass)
+        self.encoder_kwargs = dict(encoder_kwargs or {})
+        self.loss_kwargs = dict(loss_kwargs or {})
+        self.augmenter_kwargs = dict(augmenter_kwargs or {})
+        self._validate_params()
+        self.module_ = None  # the LightningModule once built
+        self.n_iters_ = 0
+        self.losses_: list[float] = []
+
+    # ------------------------------------------------------------------------------------------- configuration
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "input_dims": self.input_dims, "encoder": self.encoder, "augmenter": self.augmenter,
+            "output_dims": self.output_dims, "hidden_dims": self.hidden_dims, "depth": self.depth,
+            "loss": self.loss, "temporal_unit": self.temporal_unit, "lr": self.lr, "batch_size": self.batch_size,
+            "max_train_length": self.max_train_length, "seed": self.seed, "precision": self.precision,
+            "device": self.device, "swa": self.swa, "single_pass": self.single_pass,
+            "encoder_kwargs": self.encoder_kwargs, "loss_kwargs": self.loss_kwargs,
+            "augmenter_kwargs": self.augmenter_kwargs,
+        }
+
+    def _validate_params(self) -> None:
+        if self.encoder not in _encoders.ENCODERS:
+            raise ConfigError(f"unknown encoder {self.encoder!r}; choose one of {sorted(_encoders.ENCODERS)}")
+        if self.loss not in _losses.LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; choose one of {sorted(_losses.LOSSES)}")
+        if self.augmenter not in ("fixed",):
+            raise ConfigError(f"unknown augmenter {self.augmenter!r}; choose one of ['fixed']")
+        if self.precision not in _PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {sorted(_PRECISIONS)}")
+        for name in ("output_dims", "hidden_dims", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.max_train_length is not None and self.max_train_length < 2:
+            raise ConfigError(f"max_train_length must be >= 2 or None, got {self.max_train_length}")
+        unknown = set(self.augmenter_kwargs) - {"transforms", "mask_p", "mask_mode"}
+        if unknown:
+            raise ConfigError(f"unknown augmenter_kwargs {sorted(unknown)}; allowed: transforms, mask_p, mask_mode")
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision.startswith("bf16")
+
+    def _build(self, data: torch.Tensor):
+        from tscl.augment import fixed
+        from tscl.methods.pretrain import ContrastivePretraining
+
+        torch.manual_seed(self.seed)
+        enc = _encoders.get(self.encoder, input_dims=self.input_dims, output_dims=self.output_dims,
+                            hidden_dims=self.hidden_dims, depth=self.depth, **self.encoder_kwargs)
+        loss = _losses.get(self.loss, **({"temporal_unit": self.temporal_unit} if self.loss == "hierarchical" else {}),
+                           **self.loss_kwargs)
+        names = self.augmenter_kwargs.get("transforms") or []
+        transforms = fixed.Compose([fixed.get(n) for n in names]) if names else None
+        tmask = fixed.TimestampMask(p=float(self.augmenter_kwargs.get("mask_p", 0.5)),
+                                    mode=self.augmenter_kwargs.get("mask_mode", "binomial"))
+        self.module_ = ContrastivePretraining(
+            enc, loss, data, sequence_loss=self.loss in _losses.SEQUENCE_LOSSES, batch_size=self.batch_size,
+            lr=self.lr, seed=self.seed, max_train_length=self.max_train_length, transforms=transforms,
+            crop=fixed.OverlapCrop(temporal_unit=self.temporal_unit), timestamp_mask=tmask, swa=self.swa,
+            single_pass=self.single_pass,
+        )
+        return self.module_
+
+    # ------------------------------------------------------------------------------------------- data
+    def _panel(self, X, *, min_length: int = 1) -> np.ndarray:
+        from tscl.data import as_panel
+
+        arr = as_panel(X, name="X", min_length=min_length)
+        if self.input_dims is not None and arr.shape[2] != self.input_dims:
+            raise DataError(f"X has {arr.shape[2]} channels but the model expects input_dims={self.input_dims}")
+        return arr
+
+    # ------------------------------------------------------------------------------------------- fit
+    def fit(self, X, n_iters: int | None = None, n_epochs: int | None = None, *, checkpoint_dir: str | None = None,
+            checkpoint_every: int = 20, progress: bool = True) -> ContrastiveModel:
+        """Train the encoder on ``X`` without labels.
+
+        ``n_iters`` / ``n_epochs``: when neither is given, TS2Vec's rule (200 iterations for <= 100,000 values, else
+        600). ``checkpoint_dir``: Lightning checkpoints (``last.ckpt`` every ``checkpoint_every`` steps); when it
+        already holds one, training resumes from it and ends exactly as an uninterrupted run would.
+        """
+        import lightning as L
+
+        from tscl.methods.pretrain import StepIndex
+
+        arr = self._panel(X, min_length=2)
+        if self.input_dims is None:
+            self.input_dims = int(arr.shape[2])
+        from tscl.data.windows import prepare_train_panel
+
+        train = prepare_train_panel(arr, self.max_train_length)
+        if train.shape[0] == 0:
+            raise DataError("X has no observed values (every sample is all-NaN)")
+        if n_iters is not None and n_epochs is not None:
+            raise ConfigError("give n_iters or n_epochs, not both")
+        if n_epochs is not None:
+            per_epoch = max(train.shape[0] // min(self.batch_size, train.shape[0]), 1)
+            n_iters = int(n_epochs) * per_epoch
+        elif n_iters is None:
+            n_iters = ts2vec_n_iters(arr.size)
+        n_iters = int(n_iters)
+        if n_iters < 1:
+            raise ConfigError(f"n_iters must be >= 1, got {n_iters}")
+
+        data = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
+        module = self._build(data)
+        device = _resolve_device(self.device)
+        callbacks, ckpt_path = [], None
+        if checkpoint_dir is not None:
+            from lightning.pytorch.callbacks import ModelCheckpoint
+
+            ckdir = Path(checkpoint_dir)
+            callbacks.append(ModelCheckpoint(dirpath=str(ckdir), filename="step{step}", every_n_train_steps=
+                                             max(int(checkpoint_every), 1), save_top_k=0,
+                                             save_last=True, enable_version_counter=False))
+            if (ckdir / "last.ckpt").exists():
+                ckpt_path = str(ckdir / "last.ckpt")
+        precision = {"32": "32-true", "bf16": "bf16-mixed"}.get(self.precision, self.precision)
+        with tempfile.TemporaryDirectory(prefix="tscl-") as root, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|"
+                                    r"LeafSpec|treespec|GPU available|TPU available|Checkpoint directory).*")
+            trainer = L.Trainer(
+                max_steps=n_iters, max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=1, precision=precision, logger=False, enable_checkpointing=bool(callbacks),
+                callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
+                default_root_dir=root, num_sanity_val_steps=0, deterministic=False,
+                log_every_n_steps=1,
+            )
+            loader = torch.utils.data.DataLoader(StepIndex(n_iters), batch_size=1, shuffle=False)
+            trainer.fit(module, loader, ckpt_path=ckpt_path)
+        module.to(device)
+        self.n_iters_ = int(module.global_step)
+        self.losses_ = list(module.losses)
+        return self
+
+    # ------------------------------------------------------------------------------------------- encode
+    def _check_fitted(self):
+        if self.module_ is None:
+            raise ConfigError("the model is not fitted: call fit(X) or load a checkpoint first")
+
+    @property
+    def net_(self) -> nn.Module:
+        """The encoder used for inference (the SWA-averaged one when ``swa``)."""
+        self._check_fitted()
+        return self.module_.encoder_for_inference()
+
+    def _autocast(self, device: torch.device):
+        if self.bf16:
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def _pool(out: torch.Tensor, encoding_window) -> torch.Tensor:
+        if encoding_window is None:
+            return out
+        if encoding_window == "full_series":
+            return out.amax(dim=1, keepdim=True)
+        if isinstance(encoding_window, (int, np.integer)) and not isinstance(encoding_window, bool):
+            w = int(encoding_window)
+            if w < 1:
+                raise ConfigError(f"encoding_window must be >= 1, got {w}")
+            pooled = torch.nn.functional.max_pool1d(out.transpose(1, 2), kernel_size=w, stride=1, padding=w // 2)
+            if w % 2 == 0:
+                pooled = pooled[..., :-1]
+            return pooled.transpose(1, 2)
+        raise ConfigError(f"encoding_window must be None, 'full_series' or an int, got {encoding_window!r}")
+
+    def encode(self, X, mask=None, encoding_window=None, causal: bool = False, sliding_length: int | None = None,
+               sliding_padding: int = 0, batch_size: int | None = None) -> np.ndarray:
+        """Representations of ``X`` ``(N, T, C)``.
+
+        * ``encoding_window=None``: per step, ``(N, T, D)``; ``"full_series"``: max-pooled, ``(N, D)``;
+          an int ``w``: max-pooled over a sliding window of ``w`` steps, ``(N, T, D)``.
+        * ``sliding_length=s``: encode windows of ``s`` steps with ``sliding_padding`` steps of context before
+          them (and after them unless ``causal``). ``causal=True, sliding_length=1, sliding_padding=P`` gives the
+          leakage-safe encoding used for forecasting: step ``t`` sees only steps ``t-P .. t``.
+        * ``mask``: optional ``(N, T)`` bool, True = keep (masked steps are zeroed in the latent).
+        """
+        self._check_fitted()
+        arr = self._panel(X)
+        N, T, _ = arr.shape
+        if batch_size is None:
+            batch_size = self.batch_size
+        batch_size = max(int(batch_size), 1)
+        net = self.net_
+        device = next(net.parameters()).device
+        was_training = net.training
+        net.eval()
+        x_all = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        m_all = None if mask is None else torch.as_tensor(np.asarray(mask), dtype=torch.bool)
+        if m_all is not None and tuple(m_all.shape) != (N, T):
+            raise DataError(f"mask must have shape (N, T) = {(N, T)}, got {tuple(m_all.shape)}")
+        try:
+            with torch.inference_mode(), self._autocast(device):
+                if sliding_length is None:
+                    outs = []
+                    for i in range(0, N, batch_size):
+                        xb = x_all[i : i + batch_size].to(device)
+                        mb = None if m_all is None else m_all[i : i + batch_size].to(device)
+                        outs.append(self._pool(net(xb, mb).float(), encoding_window).cpu())
+                    out = torch.cat(outs, 0)
+                else:
+                    out = self._encode_sliding(net, x_all, m_all, int(sliding_length), int(sliding_padding),
+                                               causal, encoding_window, batch_size, device)
+        finally:
+            net.train(was_training)
+        if encoding_window == "full_series":
+            out = out.squeeze(1)
+        return out.numpy()
+
+    def _encode_sliding(self, net, x_all, m_all, length, padding, causal, encoding_window, batch_size, device):
+        """All windows ``[s - padding, s + length (+ padding))`` for ``s = 0, length, 2*length, ...``, batched
+        ``batch_size`` windows at a time across series and positions (missing context is NaN)."""
+        from tscl.augment.fixed import take_per_row
+
+        if length < 1 or padding < 0:
+            raise ConfigError(f"sliding_length must be >= 1 and sliding_padding >= 0, got {length}, {padding}")
+        N, T, _ = x_all.shape
+        starts = torch.arange(0, T, length)
+        win = padding + length + (0 if causal else padding)
+        # (window id) -> (series, start); windows of one series are consecutive.
+        series = torch.arange(N).repeat_interleave(len(starts))
+        offs = starts.repeat(N) - padding
+        outs = []
+        for i in range(0, len(series), batch_size):
+            rows, st = series[i : i + batch_size], offs[i : i + batch_size]
+            xb = take_per_row(x_all[rows], st, win).to(device)
+            mb = None
+            if m_all is not None:
+                mb = take_per_row(m_all[rows].unsqueeze(-1).float(), st, win).squeeze(-1)
+                mb = torch.nan_to_num(mb, nan=0.0).bool().to(device)
+            z = net(xb, mb).float()[:, padding : padding + length]
+            if encoding_window == "full_series":
+                z = z.amax(dim=1, keepdim=True)
+            outs.append(z.cpu())
+        out = torch.cat(outs, 0)  # (N * n_windows, length or 1, D)
+        out = out.reshape(N, len(starts) * out.shape[1], out.shape[2])
+        if encoding_window == "full_series":
+            return out.amax(dim=1, keepdim=True)
+        out = out[:, :T]
+        return self._pool(out, encoding_window)
+
+    # ------------------------------------------------------------------------------------------- save / load
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write ``path/config.json`` + ``path/model.safetensors`` (the inference encoder's weights)."""
+        self._check_fitted()
+        tensors = {f"encoder.{k}": v.detach() for k, v in self.net_.state_dict().items()}
+        config = {"params": self.get_params(), "n_iters": self.n_iters_, "losses": self.losses_}
+        return save_checkpoint(path, kind="ContrastiveModel", config=config, tensors=tensors, extra=extra)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> ContrastiveModel:
+        return load(path, device=device)
+
+    def __repr__(self) -> str:
+        p = self.get_params()
+        return "ContrastiveModel(" + ", ".join(f"{k}={v!r}" for k, v in p.items() if v not in ({}, None)) + ")"
+
+
+def load(path: str | os.PathLike, device: str | None = None) -> ContrastiveModel:
+    """Load a checkpoint written by :meth:`ContrastiveModel.save`; refuses anything but the safe format."""
+    cfg, tensors = load_checkpoint(path)
+    if cfg.get("kind") != "ContrastiveModel":
+        raise CheckpointError(f"{path}: checkpoint kind is {cfg.get('kind')!r}, expected 'ContrastiveModel'")
+    try:
+        params = dict(cfg["config"]["params"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: config.json has no config.params section") from exc
+    if device is not None:
+        params["device"] = device
+    allowed = set(ContrastiveModel.__init__.__code__.co_varnames[1 : ContrastiveModel.__init__.__code__.co_argcount])
+    unknown = set(params) - allowed
+    if unknown:
+        raise CheckpointError(f"{path}: unknown parameters in config.json: {sorted(unknown)}")
+    try:
+        model = ContrastiveModel(**params)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: invalid parameters in config.json: {exc}") from exc
+    if model.input_dims is None:
+        raise CheckpointError(f"{path}: config.json lacks input_dims")
+    module = model._build(torch.zeros(1, 1, model.input_dims))
+    net = module.encoder_for_inference()
+    enc_tensors = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    extra_keys = sorted(set(tensors) - {f"encoder.{k}" for k in enc_tensors})
+    if extra_keys:
+        raise CheckpointError(f"{path}: unexpected tensors in model.safetensors: {extra_keys[:5]}")
+    check_state_dict({k: v.shape for k, v in net.state_dict().items()}, enc_tensors, what="encoder")
+    net.load_state_dict(enc_tensors)
+    if net is not module.encoder:
+        module.encoder.load_state_dict(enc_tensors)
+    module.to(_resolve_device(model.device))
+    model.n_iters_ = int(cfg["config"].get("n_iters", 0))
+    model.losses_ = [float(v) for v in cfg["config"].get("losses", [])]
+    model.checkpoint_extra_ = cfg.get("extra", {})
+    return model
