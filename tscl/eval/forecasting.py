@@ -365,6 +365,10 @@ def forecast(
                     + (" or a smaller padding" if drop else "")
                 )
 
+    # Encoding is causal, so steps after the last split never influence the results: do not encode them.
+    end = max(sl.indices(T)[1] for sl in splits.values())
+    values_all, T = values_all[:, :end], end
+
     t0 = time.perf_counter()
     reps = model.encode(
         values_all, causal=True, sliding_length=1, sliding_padding=padding, batch_size=batch_size

@@ -11,6 +11,8 @@ resumed from a Lightning checkpoint continues exactly as the uninterrupted run w
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 from torch import nn
@@ -86,6 +88,7 @@ class ContrastivePretraining(L.LightningModule):
         self.max_train_length = max_train_length
         self.single_pass = single_pass
         self.losses: list[float] = []
+        self.step_end_times: list[float] = []  # perf_counter() after each step (benchmarks read it)
 
     # ----------------------------------------------------------------------------------------------- batching
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -139,6 +142,7 @@ class ContrastivePretraining(L.LightningModule):
             self.swa.update_parameters(self.encoder)
         if outputs is not None:
             self.losses.append(float(outputs["loss"]))
+        self.step_end_times.append(time.perf_counter())
 
     def configure_optimizers(self):
         params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("swa.")]
