@@ -67,8 +67,14 @@ def _write_metrics(out: Path, metrics: dict) -> Path:
     return atomic_write_json(out / "metrics.json", metrics)
 
 
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return (f"{v:.4f}".rstrip("0").rstrip(".") or "0") if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
-    cells = [header] + [["-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r]
+    cells = [header] + [["-" if v is None else _fmt(v) for v in r]
                         for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     left = [isinstance(v, str) for v in (rows[0] if rows else header)]

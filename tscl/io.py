@@ -80,6 +80,12 @@ def _create_tmp(path: Path) -> tuple[Path, int]:
     raise OSError(f"could not create a temporary file next to {path}")
 
 
+def _chmod_like_new_file(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
@@ -322,6 +328,7 @@ def save_checkpoint(
     config_tmp: Path | None = None
     try:
         save_file(prepared, str(weights_tmp), metadata={"format": "pt", "tscl_format": FORMAT_NAME})
+        _chmod_like_new_file(weights_tmp)  # safetensors recreates the file with mode 0600
         _fsync_file(weights_tmp)
         digest = _sha256_file(weights_tmp)
         doc = {

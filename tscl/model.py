@@ -199,12 +199,10 @@ class ContrastiveModel:
         device = _resolve_device(self.device)
         callbacks, ckpt_path = [], None
         if checkpoint_dir is not None:
-            from lightning.pytorch.callbacks import ModelCheckpoint
+            from tscl.methods.pretrain import AtomicLastCheckpoint
 
             ckdir = Path(checkpoint_dir)
-            callbacks.append(ModelCheckpoint(dirpath=str(ckdir), filename="step{step}", every_n_train_steps=
-                                             max(int(checkpoint_every), 1), save_top_k=0,
-                                             save_last=True, enable_version_counter=False))
+            callbacks.append(AtomicLastCheckpoint(ckdir, every_n_steps=checkpoint_every))
             if (ckdir / "last.ckpt").exists():
                 ckpt_path = str(ckdir / "last.ckpt")
         precision = {"32": "32-true", "bf16": "bf16-mixed"}.get(self.precision, self.precision)
@@ -219,7 +217,15 @@ class ContrastiveModel:
                 log_every_n_steps=1,
             )
             loader = torch.utils.data.DataLoader(StepIndex(n_iters), batch_size=1, shuffle=False)
-            trainer.fit(module, loader, ckpt_path=ckpt_path)
+            try:
+                trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
+            except (RuntimeError, KeyError, EOFError, OSError) as exc:
+                if ckpt_path is None:
+                    raise
+                raise CheckpointError(
+                    f"cannot resume from {ckpt_path}: {type(exc).__name__}: {str(exc)[:300]}. It was written by a run "
+                    "with other settings or data, or is damaged; use another output folder or delete it."
+                ) from exc
         module.to(device)
         self.n_iters_ = int(module.global_step)
         self.losses_ = list(module.losses)

@@ -61,7 +61,7 @@ class HierarchicalContrastiveLoss(nn.Module):
         if z1.dim() != 3:
             raise ConfigError(f"HierarchicalContrastiveLoss expects (B, T, D) inputs, got {tuple(z1.shape)}")
         a = self.alpha
-        loss = z1.new_zeros((), dtype=torch.float32)
+        loss = z1.new_zeros((), dtype=torch.promote_types(z1.dtype, torch.float32))
         depth = 0
         while z1.shape[1] > 1:
             if a != 0:

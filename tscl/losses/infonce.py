@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tscl.errors import ConfigError, DataError
+from tscl.losses.functional import accumulate_dtype, exclusive_logsumexp
 
 __all__ = ["NTXentLoss", "InfoNCELoss", "check_pair"]
 
@@ -32,14 +33,17 @@ class NTXentLoss(nn.Module):
     .. math:: \mathcal{L} = \frac{1}{2N} \sum_{i=1}^{2N} \Big[ -s_{i,p(i)} + \log \sum_{j \ne i} e^{s_{ij}} \Big]
 
     Every other row of both views is a negative (2N-2 negatives). Computed with log-sum-exp in float32.
-    ``temperature`` may be learnable (``learnable_temperature=True`` learns :math:`\log\tau`).
+    ``temperature`` may be learnable (``learnable_temperature=True`` learns :math:`\log\tau`). For large groups
+    (2N >= 1024, e.g. TS2Vec's temporal term on 3,000-step crops) or when ``chunk_size`` is set, the log-sum-exp is
+    tiled over row blocks so the (2N, 2N) score matrix is never materialised.
     """
 
-    def __init__(self, temperature: float = 0.5, normalize: bool = True, learnable_temperature: bool = False):
+    def __init__(self, temperature: float = 0.5, normalize: bool = True, learnable_temperature: bool = False,
+                 chunk_size: int | None = None):
         super().__init__()
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
-        self.normalize = normalize
+        self.normalize, self.chunk_size = normalize, chunk_size
         log_t = torch.tensor(float(temperature)).log()
         if learnable_temperature:
             self.log_temperature = nn.Parameter(log_t)
@@ -59,10 +63,8 @@ class NTXentLoss(nn.Module):
             z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
         inv_t = (-self.log_temperature).exp()
         z = torch.cat([z1, z2], dim=-2)
-        sim = (z @ z.transpose(-1, -2)).float() * inv_t  # (..., 2N, 2N)
-        eye = torch.eye(2 * n, dtype=torch.bool, device=sim.device)
-        lse = torch.logsumexp(sim.masked_fill(eye, float("-inf")), dim=-1)
-        pos = (z1 * z2).sum(-1).float() * inv_t
+        lse = exclusive_logsumexp(z, inv_t, chunk=self.chunk_size)  # (..., 2N), tiled for long sequences
+        pos = accumulate_dtype((z1 * z2).sum(-1)) * inv_t
         return lse.mean() - pos.mean()
 
 
@@ -92,7 +94,7 @@ class InfoNCELoss(nn.Module):
         if self.normalize:
             z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
         inv_t = (-self.log_temperature).exp()
-        sim = (z1 @ z2.transpose(-1, -2)).float() * inv_t  # (..., N, N)
+        sim = accumulate_dtype(z1 @ z2.transpose(-1, -2)) * inv_t  # (..., N, N)
         pos = torch.diagonal(sim, dim1=-2, dim2=-1)
         loss = torch.logsumexp(sim, dim=-1).mean() - pos.mean()
         if self.symmetric:

@@ -11,7 +11,9 @@ resumed from a Lightning checkpoint continues exactly as the uninterrupted run w
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -21,7 +23,7 @@ from torch.utils.data import Dataset
 
 from tscl.augment.fixed import OverlapCrop, TimestampMask, crop_pair_padded, take_per_row
 
-__all__ = ["ContrastivePretraining", "StepIndex", "step_seed"]
+__all__ = ["ContrastivePretraining", "StepIndex", "AtomicLastCheckpoint", "step_seed"]
 
 
 def step_seed(seed: int, step: int, stream: int = 0) -> int:
@@ -44,6 +46,36 @@ class StepIndex(Dataset):
 
     def __getitem__(self, i: int) -> int:
         return i
+
+
+class AtomicLastCheckpoint(L.Callback):
+    """Save the full training state (weights, optimizer, SWA average, step) to ``dirpath/last.ckpt`` every
+    ``every_n_steps`` steps and at the end. Written to a temporary file and renamed into place, so a process killed
+    at any moment leaves either the previous or the new checkpoint, never a truncated one. These are Lightning's own
+    resume files for our own runs; the portable, pickle-free format is :mod:`tscl.io`."""
+
+    def __init__(self, dirpath, every_n_steps: int = 20):
+        super().__init__()
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = max(int(every_n_steps), 1)
+
+    def _save(self, trainer) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        target = self.dirpath / "last.ckpt"
+        tmp = self.dirpath / f".last.ckpt.tmp-{os.getpid()}"
+        trainer.save_checkpoint(str(tmp), weights_only=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self._save(trainer)
 
 
 class ContrastivePretraining(L.LightningModule):
@@ -134,14 +166,16 @@ class ContrastivePretraining(L.LightningModule):
         if not self.sequence_loss:
             z1, z2 = z1.amax(dim=1), z2.amax(dim=1)
         loss = self.loss_fn(z1, z2)
+        self.losses.append(float(loss.detach()))
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        # SWA update and bookkeeping happen here, inside the step, so that any callback that runs after the step
+        # (checkpointing) sees a consistent state.
+        super().optimizer_step(*args, **kwargs)
         if self.swa is not None:
             self.swa.update_parameters(self.encoder)
-        if outputs is not None:
-            self.losses.append(float(outputs["loss"]))
         self.step_end_times.append(time.perf_counter())
 
     def configure_optimizers(self):

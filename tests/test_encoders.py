@@ -1,0 +1,80 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tscl import encoders
+from tscl.encoders.tcn import DilatedConvBlock
+from tscl.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["tcn", "transformer"])
+def test_shapes_and_registry(name):
+    enc = encoders.get(name, input_dims=3, output_dims=16, hidden_dims=8, depth=2)
+    z = enc(torch.randn(4, 37, 3))
+    assert z.shape == (4, 37, 16)
+    assert torch.isfinite(z).all()
+
+
+def test_ts2vec_architecture_defaults():
+    enc = encoders.get("tcn", input_dims=1)
+    # input projection + 10 hidden blocks + 1 output block, dilations 1..1024, kernel 3, hidden 64, out 320
+    assert enc.input_fc.out_features == 64
+    assert len(enc.blocks) == 11
+    assert [b.conv1.dilation[0] for b in enc.blocks] == [2**i for i in range(11)]
+    assert enc.blocks[-1].conv2.out_channels == 320 and enc.blocks[-1].projector is not None
+    assert all(b.projector is None for b in enc.blocks[:-1])
+    assert enc.receptive_field == 1 + sum(4 * 2**i for i in range(11))
+
+
+def test_unknown_encoder_and_bad_option():
+    with pytest.raises(ConfigError, match="unknown encoder"):
+        encoders.get("lstm", input_dims=1)
+    with pytest.raises(ConfigError, match="bad option"):
+        encoders.get("tcn", input_dims=1, nonsense=3)
+
+
+@pytest.mark.parametrize("T", [3, 8, 9, 40])
+@pytest.mark.parametrize("dilation", [1, 4, 8, 64])
+def test_centre_tap_shortcut_equals_full_convolution(T, dilation):
+    torch.manual_seed(0)
+    blk = DilatedConvBlock(5, 6, 3, dilation=dilation)
+    x = torch.randn(2, 5, T)
+    full = F.conv1d(x, blk.conv1.weight, blk.conv1.bias, padding=dilation, dilation=dilation)
+    torch.testing.assert_close(blk._same(blk.conv1, x), full, rtol=1e-5, atol=1e-6)
+
+
+def test_missing_steps_are_zeroed_after_projection():
+    torch.manual_seed(0)
+    enc = encoders.get("tcn", input_dims=2, output_dims=8, hidden_dims=4, depth=1).eval()
+    x = torch.randn(1, 10, 2)
+    x_nan = x.clone()
+    x_nan[0, 3] = float("nan")
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    mask[0, 3] = False
+    # a NaN step behaves exactly like a masked step
+    torch.testing.assert_close(enc(x_nan), enc(x, mask))
+    assert torch.isfinite(enc(x_nan)).all()
+
+
+def test_transformer_ignores_missing_keys():
+    torch.manual_seed(0)
+    enc = encoders.get("transformer", input_dims=1, output_dims=8, hidden_dims=8, depth=1).eval()
+    x = torch.randn(1, 12, 1)
+    a, b = x.clone(), x.clone()
+    a[0, 5], b[0, 5] = float("nan"), float("nan")
+    b[0, 5] = float("nan")
+    out_a = enc(a)
+    # the value behind a missing step cannot matter; and nothing becomes NaN
+    assert torch.isfinite(out_a).all()
+    x2 = x.clone()
+    x2[0, 5] = 100.0
+    x2[0, 5] = float("nan")
+    torch.testing.assert_close(enc(x2), out_a)
+    # all-missing rows do not produce NaN either
+    assert torch.isfinite(enc(torch.full((1, 4, 1), float("nan")))).all()
+
+
+def test_gradients_reach_every_parameter():
+    enc = encoders.get("tcn", input_dims=2, output_dims=8, hidden_dims=4, depth=3)
+    enc(torch.randn(2, 20, 2)).pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())

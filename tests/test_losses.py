@@ -1,0 +1,150 @@
+import math
+
+import pytest
+import torch
+
+from tscl import losses
+from tscl.errors import ConfigError, DataError
+
+
+def ntxent_slow(z1, z2, tau=1.0, normalize=False):
+    """Loop-over-pairs NT-Xent (2N anchors; positives = the other view; every other row a negative)."""
+    if normalize:
+        z1 = z1 / z1.norm(dim=-1, keepdim=True)
+        z2 = z2 / z2.norm(dim=-1, keepdim=True)
+    z = torch.cat([z1, z2])
+    n = z1.shape[0]
+    total = 0.0
+    for i in range(2 * n):
+        pos = (i + n) % (2 * n)
+        num = math.exp(float(z[i] @ z[pos]) / tau)
+        den = sum(math.exp(float(z[i] @ z[j]) / tau) for j in range(2 * n) if j != i)
+        total += -math.log(num / den)
+    return total / (2 * n)
+
+
+def hierarchical_slow(z1, z2, alpha=0.5, temporal_unit=0):
+    """TS2Vec's Algorithm 1 written with explicit loops over time steps and series."""
+    total, d = 0.0, 0
+    while z1.shape[1] > 1:
+        B, T = z1.shape[:2]
+        if alpha != 0 and B > 1:
+            total += alpha * sum(ntxent_slow(z1[:, t], z2[:, t]) for t in range(T)) / T
+        if d >= temporal_unit and alpha != 1:
+            total += (1 - alpha) * sum(ntxent_slow(z1[b], z2[b]) for b in range(B)) / B
+        d += 1
+        z1 = torch.nn.functional.max_pool1d(z1.transpose(1, 2), 2).transpose(1, 2)
+        z2 = torch.nn.functional.max_pool1d(z2.transpose(1, 2), 2).transpose(1, 2)
+    if z1.shape[1] == 1:
+        if alpha != 0 and z1.shape[0] > 1:
+            total += alpha * ntxent_slow(z1[:, 0], z2[:, 0])
+        d += 1
+    return total / d
+
+
+@pytest.mark.parametrize("normalize,tau", [(False, 1.0), (True, 0.3)])
+def test_ntxent_matches_loop_reference(normalize, tau):
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    got = losses.get("ntxent", temperature=tau, normalize=normalize)(z1, z2)
+    assert float(got) == pytest.approx(ntxent_slow(z1, z2, tau, normalize), rel=1e-6)
+
+
+def test_infonce_matches_loop_reference():
+    torch.manual_seed(1)
+    z1, z2 = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    tau = 0.5
+    s = (z1 / z1.norm(dim=1, keepdim=True)) @ (z2 / z2.norm(dim=1, keepdim=True)).T / tau
+    l12 = sum(-s[i, i] + torch.logsumexp(s[i], 0) for i in range(5)) / 5
+    l21 = sum(-s[i, i] + torch.logsumexp(s[:, i], 0) for i in range(5)) / 5
+    got = losses.get("infonce", temperature=tau)(z1, z2)
+    assert float(got) == pytest.approx(float((l12 + l21) / 2), rel=1e-9)
+
+
+@pytest.mark.parametrize("B,T,alpha,unit", [(4, 9, 0.5, 0), (3, 16, 0.3, 1), (1, 7, 0.5, 0), (5, 1, 0.5, 0)])
+def test_hierarchical_matches_ts2vec_algorithm(B, T, alpha, unit):
+    torch.manual_seed(2)
+    z1, z2 = torch.randn(B, T, 6, dtype=torch.float64), torch.randn(B, T, 6, dtype=torch.float64)
+    got = losses.get("hierarchical", alpha=alpha, temporal_unit=unit)(z1, z2)
+    assert float(got) == pytest.approx(hierarchical_slow(z1, z2, alpha, unit), rel=1e-6)
+
+
+def test_gradcheck_double():
+    torch.manual_seed(3)
+    z1 = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(losses.get("hierarchical"), (z1, z2))
+    a = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(losses.get("ntxent", temperature=0.5), (a, b))
+    assert torch.autograd.gradcheck(losses.get("infonce", temperature=0.5), (a, b))
+
+
+def test_invariant_to_permuting_the_batch():
+    torch.manual_seed(4)
+    z1, z2 = torch.randn(6, 8, 4), torch.randn(6, 8, 4)
+    perm = torch.randperm(6)
+    for name in ("hierarchical",):
+        f = losses.get(name)
+        torch.testing.assert_close(f(z1, z2), f(z1[perm], z2[perm]))
+    f = losses.get("ntxent")
+    torch.testing.assert_close(f(z1[:, 0], z2[:, 0]), f(z1[perm, 0], z2[perm, 0]))
+
+
+def test_bf16_close_to_fp32():
+    torch.manual_seed(5)
+    z1, z2 = torch.randn(8, 32, 16), torch.randn(8, 32, 16)
+    f = losses.get("hierarchical")
+    ref = f(z1, z2)
+    got = f(z1.bfloat16(), z2.bfloat16())
+    assert got.dtype == torch.float32
+    assert float(got) == pytest.approx(float(ref), rel=0.05)
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match="unknown loss"):
+        losses.get("nope")
+    with pytest.raises(ConfigError, match="temperature"):
+        losses.get("ntxent", temperature=0)
+    with pytest.raises(ConfigError, match="alpha"):
+        losses.get("hierarchical", alpha=2)
+    with pytest.raises(DataError, match="same shape"):
+        losses.get("ntxent")(torch.randn(4, 3), torch.randn(5, 3))
+    with pytest.raises(DataError, match="at least 2"):
+        losses.get("infonce")(torch.randn(1, 3), torch.randn(1, 3))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_tiled_logsumexp_matches_dense_values_and_gradients(chunk):
+    from tscl.losses.functional import exclusive_logsumexp
+
+    torch.manual_seed(6)
+    z = torch.randn(2, 10, 4, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    dense = exclusive_logsumexp(z, scale)
+    tiled = exclusive_logsumexp(z, scale, chunk=chunk)
+    torch.testing.assert_close(tiled, dense)
+    w = torch.randn(2, 10, dtype=torch.float64)
+    gd = torch.autograd.grad((dense * w).sum(), (z, scale))
+    gt = torch.autograd.grad((tiled * w).sum(), (z, scale))
+    torch.testing.assert_close(gt[0], gd[0])
+    torch.testing.assert_close(gt[1], gd[1])
+    assert torch.autograd.gradcheck(lambda a, b: exclusive_logsumexp(a, b, chunk=chunk), (z, scale))
+
+
+def test_chunked_ntxent_equals_dense_and_handles_bf16():
+    torch.manual_seed(7)
+    z1, z2 = torch.randn(3, 600, 8), torch.randn(3, 600, 8)  # 2N = 1200 -> tiled automatically
+    dense = losses.get("ntxent", temperature=1.0, normalize=False, chunk_size=None)
+    a = dense(z1, z2)
+    b = losses.NTXentLoss(1.0, normalize=False, chunk_size=100000)(z1[:, :10], z2[:, :10])  # one tile
+    c = losses.NTXentLoss(1.0, normalize=False)(z1[:, :10], z2[:, :10])
+    torch.testing.assert_close(b, c)
+    # reference: the dense formula written out
+    z = torch.cat([z1, z2], 1)
+    s = z @ z.transpose(1, 2)
+    s = s.masked_fill(torch.eye(1200, dtype=torch.bool), float("-inf"))
+    ref = torch.logsumexp(s, -1).mean() - (z1 * z2).sum(-1).mean()
+    torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-4)
+    got = dense(z1.bfloat16(), z2.bfloat16())
+    assert float(got) == pytest.approx(float(ref), rel=0.02)

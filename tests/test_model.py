@@ -1,0 +1,190 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tscl
+from tscl.errors import CheckpointError, ConfigError, DataError
+from tscl.model import ts2vec_n_iters
+
+TINY = dict(output_dims=16, hidden_dims=8, depth=2, device="cpu")
+
+
+def tiny(**kw):
+    return tscl.ContrastiveModel(**{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def panel():
+    rng = np.random.default_rng(0)
+    t = np.arange(64)
+    X = np.stack([np.sin(t / (3 + i % 5))[:, None] + 0.1 * rng.standard_normal((64, 1)) for i in range(12)])
+    return X.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted(panel):
+    return tiny(seed=0).fit(panel, n_iters=6, progress=False)
+
+
+def test_fit_records_losses_and_infers_input_dims(fitted):
+    assert fitted.input_dims == 1 and fitted.n_iters_ == 6
+    assert len(fitted.losses_) == 6 and all(np.isfinite(fitted.losses_))
+
+
+@pytest.mark.parametrize("window,shape", [(None, (12, 64, 16)), ("full_series", (12, 16)), (5, (12, 64, 16)),
+                                          (4, (12, 64, 16))])
+def test_encode_shapes(fitted, panel, window, shape):
+    Z = fitted.encode(panel, encoding_window=window)
+    assert Z.shape == shape and np.isfinite(Z).all()
+
+
+def test_full_series_is_max_over_steps(fitted, panel):
+    per_step = fitted.encode(panel)
+    np.testing.assert_allclose(fitted.encode(panel, encoding_window="full_series"), per_step.max(axis=1), rtol=1e-6)
+
+
+def test_causal_sliding_encoding_has_no_look_ahead(fitted, panel):
+    x = panel[:2]
+    z = fitted.encode(x, causal=True, sliding_length=1, sliding_padding=10, batch_size=7)
+    assert z.shape == (2, 64, 16)
+    t = 30
+    x2 = x.copy()
+    x2[:, t + 1 :] = 50.0  # change the whole future after t
+    z2 = fitted.encode(x2, causal=True, sliding_length=1, sliding_padding=10, batch_size=7)
+    np.testing.assert_array_equal(z[:, : t + 1], z2[:, : t + 1])
+    assert not np.allclose(z[:, t + 1 :], z2[:, t + 1 :])
+    # step t sees exactly steps t-10..t: changing step t-11 does not matter, changing t-10 does
+    x3 = x.copy()
+    x3[:, t - 11] += 5.0
+    np.testing.assert_array_equal(fitted.encode(x3, causal=True, sliding_length=1, sliding_padding=10)[:, t], z[:, t])
+    x4 = x.copy()
+    x4[:, t - 10] += 5.0
+    assert not np.allclose(fitted.encode(x4, causal=True, sliding_length=1, sliding_padding=10)[:, t], z[:, t])
+
+
+def test_sliding_window_matches_explicit_windows(fitted, panel):
+    x = panel[:1]
+    z = fitted.encode(x, causal=True, sliding_length=1, sliding_padding=5)
+    t = 20
+    direct = fitted.encode(x[:, t - 5 : t + 1])[:, -1]
+    np.testing.assert_allclose(z[:, t], direct, rtol=1e-5, atol=1e-6)
+    # the first steps see NaN-padded (missing) context
+    first = fitted.encode(np.concatenate([np.full((1, 5, 1), np.nan, np.float32), x[:, :1]], axis=1))[:, -1]
+    np.testing.assert_allclose(z[:, 0], first, rtol=1e-5, atol=1e-6)
+
+
+def test_seed_zero_twice_is_identical(panel):
+    a = tiny(seed=0).fit(panel, n_iters=4, progress=False)
+    b = tiny(seed=0).fit(panel, n_iters=4, progress=False)
+    np.testing.assert_array_equal(a.encode(panel), b.encode(panel))
+    assert a.losses_ == b.losses_
+    c = tiny(seed=1).fit(panel, n_iters=4, progress=False)
+    assert not np.array_equal(a.encode(panel), c.encode(panel))
+
+
+def test_save_load_round_trip_is_bit_identical(fitted, panel, tmp_path):
+    fitted.save(tmp_path / "enc")
+    loaded = tscl.load(tmp_path / "enc")
+    np.testing.assert_array_equal(loaded.encode(panel), fitted.encode(panel))
+    np.testing.assert_array_equal(loaded.encode(panel, causal=True, sliding_length=1, sliding_padding=8),
+                                  fitted.encode(panel, causal=True, sliding_length=1, sliding_padding=8))
+    assert loaded.get_params() == fitted.get_params()
+    assert loaded.losses_ == pytest.approx(fitted.losses_)
+
+
+def test_load_refuses_pickles_and_tampering(fitted, tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="pickle"):
+        tscl.load(tmp_path / "model.pt")
+    d = tmp_path / "enc"
+    fitted.save(d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["config"]["params"]["hidden_dims"] = 9  # disagrees with the tensors
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError):
+        tscl.load(d)
+    fitted.save(d)
+    raw = bytearray((d / "model.safetensors").read_bytes())
+    raw[-3] ^= 0xFF
+    (d / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256|tamper"):
+        tscl.load(d)
+
+
+def test_load_refuses_unknown_params(fitted, tmp_path):
+    d = tmp_path / "enc"
+    fitted.save(d)
+    from tscl.io import load_checkpoint, save_checkpoint
+
+    cfg, tensors = load_checkpoint(d)
+    cfg["config"]["params"]["evil"] = 1
+    save_checkpoint(d, kind="ContrastiveModel", config=cfg["config"], tensors=tensors)
+    with pytest.raises(CheckpointError, match="unknown parameters"):
+        tscl.load(d)
+
+
+def test_missing_values_are_handled(panel):
+    X = panel.copy()
+    X[0, :10] = np.nan
+    X[3, 40:] = np.nan
+    m = tiny(seed=0).fit(X, n_iters=3, progress=False)
+    assert np.isfinite(m.encode(X)).all()
+
+
+def test_bad_inputs_raise_typed_errors(fitted, panel):
+    with pytest.raises(DataError, match="channels"):
+        fitted.encode(np.zeros((2, 10, 3), np.float32))
+    with pytest.raises(DataError):
+        fitted.encode(np.zeros((2, 10), np.float32))
+    with pytest.raises(DataError, match="inf"):
+        bad = panel.copy()
+        bad[0, 0, 0] = np.inf
+        tiny().fit(bad, n_iters=1, progress=False)
+    with pytest.raises(ConfigError, match="encoding_window"):
+        fitted.encode(panel, encoding_window="weird")
+    with pytest.raises(ConfigError, match="not fitted"):
+        tiny().encode(panel)
+
+
+@pytest.mark.parametrize("kw,match", [({"encoder": "lstm"}, "encoder"), ({"loss": "nope"}, "loss"),
+                                      ({"augmenter": "x"}, "augmenter"), ({"precision": "8"}, "precision"),
+                                      ({"lr": -1.0}, "lr"), ({"augmenter_kwargs": {"zzz": 1}}, "augmenter_kwargs")])
+def test_bad_params(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        tscl.ContrastiveModel(**kw)
+
+
+def test_iteration_rule_and_epochs(panel):
+    assert ts2vec_n_iters(100_000) == 200 and ts2vec_n_iters(100_001) == 600
+    m = tiny(batch_size=5).fit(panel, n_epochs=2, progress=False)
+    assert m.n_iters_ == 2 * (12 // 5)
+
+
+def test_batches_are_epoch_permutations(fitted):
+    mod = fitted.module_
+    per_epoch = 12 // mod.batch_size
+    idx = torch.cat([mod.batch_indices(k) for k in range(per_epoch)])
+    assert len(set(idx.tolist())) == len(idx) == per_epoch * mod.batch_size  # no repeats within an epoch
+    assert torch.equal(mod.batch_indices(3), mod.batch_indices(3))
+
+
+@pytest.mark.parametrize("encoder", ["tcn", "transformer"])
+@pytest.mark.parametrize("loss", ["hierarchical", "ntxent"])
+def test_encoders_and_losses_train(panel, encoder, loss):
+    m = tiny(encoder=encoder, loss=loss, augmenter_kwargs={"transforms": ["jitter", "scaling"]})
+    m.fit(panel, n_iters=3, progress=False)
+    assert np.isfinite(m.losses_).all() and m.encode(panel[:2]).shape == (2, 64, 16)
+
+
+def test_two_pass_mode_and_bf16(panel):
+    a = tiny(single_pass=False).fit(panel, n_iters=2, progress=False)
+    b = tiny(precision="bf16-mixed").fit(panel, n_iters=2, progress=False)
+    assert np.isfinite(a.losses_).all() and np.isfinite(b.losses_).all()
+    assert np.isfinite(b.encode(panel)).all()
+
+
+def test_training_improves_the_loss(panel):
+    m = tiny(seed=0).fit(panel, n_iters=40, progress=False)
+    assert np.mean(m.losses_[-10:]) < np.mean(m.losses_[:10])
