@@ -217,9 +217,11 @@ def test_split_with_nan_stacks_piece_major_on_batch_axis():
 def test_split_long_series_rule():
     X = np.ones((2, 7, 3))
     assert split_long_series(X, 7) is X
-    out = split_long_series(X, 3)  # ceil(7 / 3) = 3 sections of 3 steps
-    assert out.shape == (6, 3, 3)
-    assert np.isnan(out).sum() == 2 * 2 * 3  # the last two pieces miss one step each, per sample
+    out = split_long_series(X, 3)  # TS2Vec: 7 // 3 = 2 sections (of 4 and 3 steps, NaN-padded to 4)
+    assert out.shape == (4, 4, 3)
+    assert np.isnan(out).sum() == 2 * 1 * 3  # the second piece misses one step, per sample
+    assert split_long_series(np.ones((1, 8640, 2)), 3000).shape == (2, 4320, 2)  # ETTh1's train slice
+    assert split_long_series(np.ones((1, 5999, 2)), 3000).shape == (1, 5999, 2)  # 1 section: unchanged
     with pytest.raises(ConfigError):
         split_long_series(X, 0)
 
@@ -246,7 +248,7 @@ def test_drop_all_nan_and_prepare_train_panel():
     assert drop_all_nan(X).shape == (2, 4, 1)
     Y = np.arange(12.0).reshape(1, 12, 1)
     Y[0, 8:] = nan  # trailing NaN
-    out = prepare_train_panel(Y, max_train_length=4)  # 3 pieces of 4: [0..3], [4..7], [nan x4] -> dropped
+    out = prepare_train_panel(Y, max_train_length=4)  # 12 // 4 = 3 pieces: [0..3], [4..7], [nan x4] -> dropped
     np.testing.assert_array_equal(out[:, :, 0], [[0, 1, 2, 3], [4, 5, 6, 7]])
     Z = np.array([[nan, nan, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0]])[..., None]  # leading NaN -> centred
     np.testing.assert_array_equal(prepare_train_panel(Z)[:, :, 0], [[nan, 1, 2, nan], [1, 2, 3, 4]])

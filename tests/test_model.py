@@ -188,3 +188,15 @@ def test_two_pass_mode_and_bf16(panel):
 def test_training_improves_the_loss(panel):
     m = tiny(seed=0).fit(panel, n_iters=40, progress=False)
     assert np.mean(m.losses_[-10:]) < np.mean(m.losses_[:10])
+
+
+def test_scale_option_is_saved_and_applied(panel, tmp_path):
+    X = panel * 10 + 3
+    m = tiny(scale=True).fit(X, n_iters=2, progress=False)
+    assert m.scaler_ is not None and abs(float(m.scaler_.mean_[0]) - float(np.nanmean(X))) < 1e-3
+    m.save(tmp_path / "s")
+    loaded = tscl.load(tmp_path / "s")
+    np.testing.assert_allclose(loaded.scaler_.mean_, m.scaler_.mean_)
+    np.testing.assert_array_equal(loaded.encode(X), m.encode(X))
+    # encode applies the training scaler: equivalent to an unscaled model fed pre-scaled data
+    assert not np.array_equal(m.encode(X), m.encode(panel))

@@ -62,10 +62,11 @@ def pretrain_worker(spec: dict[str, Any]) -> dict[str, Any]:
     total = time.perf_counter() - t0
     times = m.module_.step_end_times
     steady = (times[-1] - times[warm - 1]) / (n - warm)
-    window = min(X.shape[1], m.max_train_length or X.shape[1])
     from tscl.data.windows import prepare_train_panel
 
-    n_series = prepare_train_panel(X, m.max_train_length).shape[0]
+    prepared = prepare_train_panel(X, m.max_train_length)
+    n_series = prepared.shape[0]
+    window = min(prepared.shape[1], m.max_train_length or prepared.shape[1])
     B = min(m.batch_size, n_series)
     return {"sec_per_iter": steady, "iters_per_s": 1 / steady, "sequences_per_s": B / steady,
             "steps_per_s": B * window / steady, "fit_total_s": total, "batch": B, "window": window,

@@ -34,6 +34,22 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Hide Lightning's start-up chatter (GPU/TPU availability, tips); keep warnings and the progress bar."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
 class ContrastiveModel:
     """Contrastive representation learner for ``(N, T, C)`` time series (TS2Vec-style by default).
 
@@ -51,6 +67,8 @@ class ContrastiveModel:
         device: "auto", "cpu", "cuda", ...
         swa: encode with the running average of the weights (TS2Vec does).
         single_pass: encode both views in one batched forward pass.
+        scale: standardise each channel with statistics of the training data (saved in the checkpoint and applied
+            by ``encode``). Off by default: the dataset loaders already scale as the papers' protocols prescribe.
     """
 
     def __init__(
@@ -71,6 +89,7 @@ class ContrastiveModel:
         device: str = "auto",
         swa: bool = True,
         single_pass: bool = True,
+        scale: bool = False,
         encoder_kwargs: dict | None = None,
         loss_kwargs: dict | None = None,
         augmenter_kwargs: dict | None = None,
@@ -88,11 +107,13 @@ class ContrastiveModel:
         self.precision = str(precision)
         self.device = str(device)
         self.swa, self.single_pass = bool(swa), bool(single_pass)
+        self.scale = bool(scale)
         self.encoder_kwargs = dict(encoder_kwargs or {})
         self.loss_kwargs = dict(loss_kwargs or {})
         self.augmenter_kwargs = dict(augmenter_kwargs or {})
         self._validate_params()
         self.module_ = None  # the LightningModule once built
+        self.scaler_ = None  # fitted StandardScaler when scale=True
         self.n_iters_ = 0
         self.losses_: list[float] = []
 
@@ -103,7 +124,7 @@ class ContrastiveModel:
             "output_dims": self.output_dims, "hidden_dims": self.hidden_dims, "depth": self.depth,
             "loss": self.loss, "temporal_unit": self.temporal_unit, "lr": self.lr, "batch_size": self.batch_size,
             "max_train_length": self.max_train_length, "seed": self.seed, "precision": self.precision,
-            "device": self.device, "swa": self.swa, "single_pass": self.single_pass,
+            "device": self.device, "swa": self.swa, "single_pass": self.single_pass, "scale": self.scale,
             "encoder_kwargs": self.encoder_kwargs, "loss_kwargs": self.loss_kwargs,
             "augmenter_kwargs": self.augmenter_kwargs,
         }
@@ -178,6 +199,11 @@ class ContrastiveModel:
         arr = self._panel(X, min_length=2)
         if self.input_dims is None:
             self.input_dims = int(arr.shape[2])
+        if self.scale:
+            from tscl.data import StandardScaler
+
+            self.scaler_ = StandardScaler().fit(arr)
+            arr = self.scaler_.transform(arr).astype(np.float32)
         from tscl.data.windows import prepare_train_panel
 
         train = prepare_train_panel(arr, self.max_train_length)
@@ -206,7 +232,7 @@ class ContrastiveModel:
             if (ckdir / "last.ckpt").exists():
                 ckpt_path = str(ckdir / "last.ckpt")
         precision = {"32": "32-true", "bf16": "bf16-mixed"}.get(self.precision, self.precision)
-        with tempfile.TemporaryDirectory(prefix="tscl-") as root, warnings.catch_warnings():
+        with tempfile.TemporaryDirectory(prefix="tscl-") as root, warnings.catch_warnings(), _quiet_lightning():
             warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|"
                                     r"LeafSpec|treespec|GPU available|TPU available|Checkpoint directory).*")
             trainer = L.Trainer(
@@ -276,6 +302,8 @@ class ContrastiveModel:
         """
         self._check_fitted()
         arr = self._panel(X)
+        if self.scaler_ is not None:
+            arr = self.scaler_.transform(arr).astype(np.float32)
         N, T, _ = arr.shape
         if batch_size is None:
             batch_size = self.batch_size
@@ -343,7 +371,8 @@ class ContrastiveModel:
         """Write ``path/config.json`` + ``path/model.safetensors`` (the inference encoder's weights)."""
         self._check_fitted()
         tensors = {f"encoder.{k}": v.detach() for k, v in self.net_.state_dict().items()}
-        config = {"params": self.get_params(), "n_iters": self.n_iters_, "losses": self.losses_}
+        config = {"params": self.get_params(), "n_iters": self.n_iters_, "losses": self.losses_,
+                  "scaler": None if self.scaler_ is None else self.scaler_.state_dict()}
         return save_checkpoint(path, kind="ContrastiveModel", config=config, tensors=tensors, extra=extra)
 
     @classmethod
@@ -389,5 +418,15 @@ def load(path: str | os.PathLike, device: str | None = None) -> ContrastiveModel
     module.to(_resolve_device(model.device))
     model.n_iters_ = int(cfg["config"].get("n_iters", 0))
     model.losses_ = [float(v) for v in cfg["config"].get("losses", [])]
+    if cfg["config"].get("scaler") is not None:
+        from tscl.data import StandardScaler
+
+        try:
+            model.scaler_ = StandardScaler.from_state_dict(cfg["config"]["scaler"])
+        except Exception as exc:  # malformed scaler state
+            raise CheckpointError(f"{path}: invalid scaler state in config.json: {exc}") from exc
+        if len(model.scaler_.mean_) != model.input_dims:
+            raise CheckpointError(f"{path}: the scaler has {len(model.scaler_.mean_)} channels, the model "
+                                  f"{model.input_dims}")
     model.checkpoint_extra_ = cfg.get("extra", {})
     return model

@@ -19,7 +19,7 @@ __all__ = ["RECIPE_KEYS", "MODEL_KEYS", "load_recipe", "check_recipe", "load_dat
            "build_model", "fit_model", "evaluate", "classification_reference", "forecast_reference"]
 
 MODEL_KEYS = ("encoder", "augmenter", "output_dims", "hidden_dims", "depth", "loss", "temporal_unit", "lr",
-              "batch_size", "max_train_length", "seed", "precision", "device", "swa", "single_pass",
+              "batch_size", "max_train_length", "seed", "precision", "device", "swa", "single_pass", "scale",
               "encoder_kwargs", "loss_kwargs", "augmenter_kwargs")
 FIT_KEYS = ("n_iters", "n_epochs", "checkpoint_every")
 DATA_KEYS = ("data", "univariate", "target")

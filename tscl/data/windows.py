@@ -8,7 +8,6 @@ are dropped. :func:`prepare_train_panel` chains the three steps.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -54,17 +53,20 @@ def split_with_nan(x: np.ndarray, sections: int, axis: int) -> np.ndarray:
 
 
 def split_long_series(X: np.ndarray, max_length: int) -> np.ndarray:
-    """If ``X`` (``(N, T, C)``) is longer than ``max_length`` steps, split it into ``ceil(T / max_length)``
-    sections with :func:`split_with_nan` (TS2Vec's ``max_train_length = 3000`` rule); otherwise return ``X``."""
+    """TS2Vec's ``max_train_length`` rule: with ``sections = T // max_length``, split ``X`` (``(N, T, C)``) into
+    that many sections with :func:`split_with_nan` when ``sections >= 2``; otherwise return ``X`` unchanged.
+
+    Sections may stay longer than ``max_length`` (e.g. 8,640 steps -> 2 x 4,320); training then draws a random
+    ``max_length`` window from them at every step, as TS2Vec does."""
     if int(max_length) != max_length or max_length < 1:
         raise ConfigError(f"max_length must be a positive integer, got {max_length!r}")
     X = np.asarray(X)
     if X.ndim != 3:
         raise DataError(f"split_long_series expects a (N, T, C) array, got shape {X.shape}")
-    T = X.shape[1]
-    if T <= max_length:
+    sections = X.shape[1] // int(max_length)
+    if sections < 2:
         return X
-    return split_with_nan(X, math.ceil(T / max_length), axis=1)
+    return split_with_nan(X, sections, axis=1)
 
 
 def centerize_vary_length_series(X: np.ndarray) -> np.ndarray:
