@@ -16,61 +16,93 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-class _ExclusiveLSE(torch.autograd.Function):
-    """Tiled ``lse_i = log sum_{j != i} exp(scale * <z_i, z_j>)``; never holds the (M, M) matrix in memory.
+def _tiles(M, c):
+    return [(a, min(M, a + c)) for a in range(0, M, c)]
 
-    Backward recomputes one tile of scores at a time (as memory-efficient attention does). Because the score matrix
-    is symmetric, the gradient of tile ``r`` is ``scale * (P[r, :] + P[:, r]^T) @ z`` with
-    ``P[i, j] = g_i * softmax_j(s_i)``: two matrix products per tile and no (M, M) buffer.
+
+class _ExclusiveLSE(torch.autograd.Function):
+    """Tiled ``lse_i = log sum_{j != i} exp(scale * <z_i, z_j>)``; never holds the (M, M) score matrix.
+
+    The score matrix is symmetric, so only tiles ``(a, c)`` with ``a <= c`` are computed: an off-diagonal tile
+    serves the rows of both blocks (online log-sum-exp in the forward pass). The backward pass recomputes each tile
+    (as memory-efficient attention does) and, with ``P[i, j] = g_i * softmax_j(s_i)``, adds
+    ``scale * (P[a, c] + P[c, a]^T) @ z_c`` to block ``a`` and its transpose product to block ``c``: half the matrix
+    products of a dense pass and no (M, M) buffer.
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, scale: torch.Tensor, chunk: int):
+    def forward(ctx, z, scale, chunk):
         G, M, _ = z.shape
         acc = _acc(z.dtype)
-        zt = z.transpose(1, 2)
-        lse = torch.empty(G, M, dtype=acc, device=z.device)
-        s_acc = scale.to(acc)
-        for r0 in range(0, M, chunk):
-            r1 = min(M, r0 + chunk)
-            s = (z[:, r0:r1] @ zt).to(acc) * s_acc
-            idx = torch.arange(r1 - r0, device=z.device)
-            s[:, idx, idx + r0] = float("-inf")
-            lse[:, r0:r1] = torch.logsumexp(s, dim=-1)
+        sc = scale.to(acc)
+        mx = torch.full((G, M), float("-inf"), dtype=acc, device=z.device)
+        sm = torch.zeros((G, M), dtype=acc, device=z.device)
+        tiles = _tiles(M, chunk)
+
+        def update(a, b, block):  # block (G, b-a, k): scores of rows a:b against k columns
+            bm = block.amax(-1)
+            new = torch.maximum(mx[:, a:b], bm)
+            safe = torch.where(torch.isinf(new), torch.zeros_like(new), new)
+            sm[:, a:b] = sm[:, a:b] * torch.exp(mx[:, a:b] - safe) + torch.exp(block - safe[..., None]).sum(
+                -1
+            )
+            mx[:, a:b] = new
+
+        for ti, (a, b) in enumerate(tiles):
+            for c, d in tiles[ti:]:
+                s = (z[:, a:b] @ z[:, c:d].transpose(1, 2)).to(acc) * sc
+                if a == c:
+                    idx = torch.arange(b - a, device=z.device)
+                    s[:, idx, idx] = float("-inf")
+                    update(a, b, s)
+                else:
+                    update(a, b, s)
+                    update(c, d, s.transpose(1, 2))
+        lse = mx + torch.log(sm)
         ctx.save_for_backward(z, scale, lse)
         ctx.chunk = chunk
         return lse
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor):
+    def backward(ctx, g):
         z, scale, lse = ctx.saved_tensors
         G, M, _ = z.shape
         acc = lse.dtype
-        zt = z.transpose(1, 2)
-        s_acc = scale.to(acc)
+        sc = scale.to(acc)
         g = g.to(acc)
-        gz = torch.empty(z.shape, dtype=acc, device=z.device)
+        gz = torch.zeros(z.shape, dtype=acc, device=z.device)
         g_scale = torch.zeros((), dtype=acc, device=z.device) if ctx.needs_input_grad[1] else None
-        for r0 in range(0, M, ctx.chunk):
-            r1 = min(M, r0 + ctx.chunk)
-            dots = (z[:, r0:r1] @ zt).to(acc)  # (G, c, M)
-            s = dots * s_acc
-            idx = torch.arange(r1 - r0, device=z.device)
-            s[:, idx, idx + r0] = float("-inf")
-            rows = torch.exp(s - lse[:, r0:r1, None]) * g[:, r0:r1, None]  # P[r, :]
-            cols = torch.exp(s - lse[:, None, :]) * g[:, None, :]  # P[:, r]^T
-            if g_scale is not None:
-                dots[:, idx, idx + r0] = 0.0
-                g_scale += (rows * dots).sum()
-            gz[:, r0:r1] = ((rows + cols).to(z.dtype) @ z).to(acc) * s_acc
+        tiles = _tiles(M, ctx.chunk)
+        for ti, (a, b) in enumerate(tiles):
+            for c, d in tiles[ti:]:
+                dots = (z[:, a:b] @ z[:, c:d].transpose(1, 2)).to(acc)
+                s = dots * sc
+                if a == c:
+                    idx = torch.arange(b - a, device=z.device)
+                    s[:, idx, idx] = float("-inf")
+                rows = torch.exp(s - lse[:, a:b, None]) * g[:, a:b, None]  # P[a:b, c:d]
+                cols = torch.exp(s - lse[:, None, c:d]) * g[:, None, c:d]  # P[c:d, a:b]^T
+                q = rows + cols
+                qz = q.to(z.dtype)
+                gz[:, a:b] += (qz @ z[:, c:d]).to(acc) * sc
+                if a != c:
+                    gz[:, c:d] += (qz.transpose(1, 2) @ z[:, a:b]).to(acc) * sc
+                if g_scale is not None:
+                    if a == c:
+                        dots[:, idx, idx] = 0.0
+                        g_scale += (rows * dots).sum()
+                    else:
+                        g_scale += (q * dots).sum()
         return gz.to(z.dtype), (None if g_scale is None else g_scale.to(scale.dtype)), None
 
 
-def exclusive_logsumexp(z: torch.Tensor, scale: torch.Tensor | float = 1.0, chunk: int | None = None) -> torch.Tensor:
+def exclusive_logsumexp(
+    z: torch.Tensor, scale: torch.Tensor | float = 1.0, chunk: int | None = None
+) -> torch.Tensor:
     """``lse[..., i] = log sum_{j != i} exp(scale * <z_i, z_j>)`` for ``z`` of shape ``(..., M, D)``.
 
-    Dense for small ``M``; tiled over row blocks of ``chunk`` rows (memory ``O(chunk * M)`` instead of ``O(M^2)``,
-    same result) when ``chunk`` is given or ``M >= 1024``. Scores are accumulated in float32 for half/bf16 inputs.
+    Dense for small ``M``; tiled in ``chunk x chunk`` blocks (memory ``O(chunk^2)`` instead of ``O(M^2)``, half
+    the matrix products thanks to symmetry, same result) when ``chunk`` is given or ``M >= 1024``. Scores are accumulated in float32 for half/bf16 inputs.
     """
     lead, (M, D) = z.shape[:-2], z.shape[-2:]
     scale = torch.as_tensor(scale, device=z.device)
@@ -79,6 +111,6 @@ def exclusive_logsumexp(z: torch.Tensor, scale: torch.Tensor | float = 1.0, chun
         eye = torch.eye(M, dtype=torch.bool, device=z.device)
         return torch.logsumexp(s.masked_fill(eye, float("-inf")), dim=-1)
     if chunk is None:
-        chunk = max(16, (1 << 19) // M)
+        chunk = 512
     lse = _ExclusiveLSE.apply(z.reshape(-1, M, D), scale, int(chunk))
     return lse.reshape(*lead, M)
