@@ -6,7 +6,6 @@ on this machine class, and the published tables) and writes ``metrics.json`` + a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource

@@ -7,7 +7,6 @@ prints a short table, and writes ``metrics.json`` and PNG plots into its ``--out
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -78,7 +77,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
                         for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     left = [isinstance(v, str) for v in (rows[0] if rows else header)]
-    lines = ["  ".join(c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(r, widths, left)) for r in cells]
+    lines = ["  ".join(c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(r, widths, left, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

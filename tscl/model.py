@@ -46,7 +46,7 @@ def _quiet_lightning():
     try:
         yield
     finally:
-        for lg, lvl in zip(loggers, levels):
+        for lg, lvl in zip(loggers, levels, strict=True):
             lg.setLevel(lvl)
 
 

@@ -8,7 +8,6 @@ are dropped. :func:`prepare_train_panel` chains the three steps.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from tscl.errors import ConfigError, DataError

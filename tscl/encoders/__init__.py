@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from tscl.errors import ConfigError
 from tscl.encoders.tcn import TCNEncoder
 from tscl.encoders.transformer import TransformerEncoder
+from tscl.errors import ConfigError
 
 __all__ = ["TCNEncoder", "TransformerEncoder", "get", "ENCODERS", "DEFAULT_DEPTH"]
 
