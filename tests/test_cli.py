@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import tscl
 from tscl.cli import main
@@ -128,3 +129,27 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert a["losses"] == b["losses"] and a["final_loss"] == b["final_loss"]
     X = tscl.data.load("ucr:ItalyPowerDemand").X_test
     np.testing.assert_array_equal(tscl.load(tmp_path / "ref").encode(X), tscl.load(out).encode(X))
+
+
+def test_recipe_value_types_are_checked(tmp_path):
+    from tscl.errors import ConfigError
+    from tscl.pipelines import check_recipe
+
+    with pytest.raises(ConfigError, match="univariate must be bool"):
+        check_recipe({"univariate": "no"})
+    with pytest.raises(ConfigError, match="n_iters must be int"):
+        check_recipe({"n_iters": 2.5})
+    with pytest.raises(ConfigError, match="seed must be int"):
+        check_recipe({"seed": True})
+    assert check_recipe({"lr": 1, "depth": None})["lr"] == 1
+
+
+def test_rerun_with_other_settings_refuses_to_resume(tmp_path):
+    out = tmp_path / "r"
+    base = ["fit", "--data", "ucr:ItalyPowerDemand", "--out", str(out), *TINY]
+    assert main([*base, "--n-iters", "3"]) == 0
+    assert main([*base, "--n-iters", "3"]) == 0  # the same command again: resumes the finished run
+    r = run_cli(*base, "--n-iters", "6")
+    assert r.returncode == 2 and "different run" in r.stderr and "n_iters" in r.stderr
+    r = run_cli("fit", "--data", "ucr:GunPoint", "--out", str(out), "--n-iters", "3", *TINY)
+    assert r.returncode == 2 and "different run" in r.stderr and "data" in r.stderr

@@ -78,3 +78,21 @@ def test_gradients_reach_every_parameter():
     enc = encoders.get("tcn", input_dims=2, output_dims=8, hidden_dims=4, depth=3)
     enc(torch.randn(2, 20, 2)).pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+
+
+@pytest.mark.parametrize("name", ["tcn", "transformer"])
+def test_single_pass_layout_equals_separate_passes(name):
+    """Both views in one padded batch give exactly the per-view outputs (TS2Vec encodes them separately)."""
+    from tscl.augment import OverlapCrop, crop_pair_padded, take_per_row
+
+    torch.manual_seed(0)
+    enc = encoders.get(name, input_dims=2, output_dims=8, hidden_dims=8, depth=4).eval()
+    x = torch.randn(3, 40, 2)
+    for seed in range(5):
+        p = OverlapCrop().sample(3, 40, generator=torch.Generator().manual_seed(seed))
+        views, layout = crop_pair_padded(x, p)
+        z1, z2 = layout.split_overlap(enc(views, valid=layout.valid))
+        r1 = enc(take_per_row(x, p.start1, p.len1))[:, -p.crop_l :]
+        r2 = enc(take_per_row(x, p.start2, p.len2))[:, : p.crop_l]
+        torch.testing.assert_close(z1, r1, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(z2, r2, rtol=1e-4, atol=1e-5)

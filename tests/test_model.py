@@ -200,3 +200,35 @@ def test_scale_option_is_saved_and_applied(panel, tmp_path):
     np.testing.assert_array_equal(loaded.encode(X), m.encode(X))
     # encode applies the training scaler: equivalent to an unscaled model fed pre-scaled data
     assert not np.array_equal(m.encode(X), m.encode(panel))
+
+
+def test_causal_encoding_with_pooling_window_has_no_look_ahead(fitted, panel):
+    x = panel[:1]
+    z = fitted.encode(x, causal=True, sliding_length=1, sliding_padding=8, encoding_window=5)
+    x2 = x.copy()
+    x2[:, 40:] = 50.0
+    z2 = fitted.encode(x2, causal=True, sliding_length=1, sliding_padding=8, encoding_window=5)
+    np.testing.assert_array_equal(z[:, :40], z2[:, :40])
+
+
+def test_swa_average_includes_the_initial_weights(panel):
+    m = tiny(seed=0)
+    m.fit(panel, n_iters=1, progress=False)
+    mod = m.module_
+    assert int(mod.swa.n_averaged) == 2  # w_0 and w_1, as TS2Vec's AveragedModel
+    w1 = dict(mod.encoder.named_parameters())["input_fc.weight"].detach()
+    avg = dict(mod.swa.module.named_parameters())["input_fc.weight"].detach()
+    assert not torch.equal(avg, w1)  # the average is not just the last weights
+
+
+def test_pairwise_loss_needs_two_series():
+    with pytest.raises(ConfigError, match="at least 2 training series"):
+        tiny(loss="ntxent").fit(np.random.randn(1, 50, 1).astype(np.float32), n_iters=1, progress=False)
+
+
+def test_fit_leaves_the_global_rng_alone(panel):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny().fit(panel, n_iters=2, progress=False)
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -142,6 +142,8 @@ def cmd_fit(args) -> int:
     from tscl.pipelines import fit_model
 
     recipe = _recipe_from_args(args)
+    if not recipe.get("data"):
+        raise ConfigError("no data given: pass --data (e.g. ucr:GunPoint or ett:ETTh1) or set 'data' in the recipe")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "lightning"
@@ -178,16 +180,26 @@ def _evaluate_and_report(model, ds, recipe, out: Path) -> dict:
 
 def _load_for_eval(args):
     import tscl
-    from tscl.pipelines import load_data
+    from tscl.pipelines import is_forecast, load_data
 
     model = tscl.load(args.checkpoint, device=args.device)
     recipe = dict((getattr(model, "checkpoint_extra_", {}) or {}).get("recipe", {}))
     spec = args.data or recipe.get("data")
     if not spec:
         raise ConfigError("no data given: pass --data (the checkpoint does not name its training data)")
-    univariate = args.univariate if args.univariate is not None else (
-        bool(recipe.get("univariate")) if spec == recipe.get("data") else False)
-    ds = load_data(spec, univariate=univariate, target=args.target or recipe.get("target") or "OT")
+    target = args.target or recipe.get("target") or "OT"
+    if args.univariate is not None:
+        univariate = args.univariate
+    elif spec == recipe.get("data"):
+        univariate = bool(recipe.get("univariate"))
+    else:
+        univariate = False
+    ds = load_data(spec, univariate=univariate, target=target)
+    if args.univariate is None and is_forecast(ds) and ds.data.shape[-1] != model.input_dims:
+        # the checkpoint was trained on the target column only: evaluate the same way
+        uni = load_data(spec, univariate=True, target=target)
+        if uni.data.shape[-1] == model.input_dims:
+            ds = uni
     return model, ds, recipe
 
 
@@ -222,13 +234,18 @@ def cmd_encode(args) -> int:
         X = ds.data
     else:
         X = {"train": ds.X_train, "test": ds.X_test}[args.split]
-    win = args.encoding_window
+    win = args.encoding_window or ("none" if args.causal else "full_series")
     if win == "none":
         win = None
-    elif win not in (None, "full_series"):
-        win = int(win)
-    Z = model.encode(X, encoding_window=win, causal=args.causal,
-                     sliding_length=1 if args.causal else None, sliding_padding=args.sliding_padding)
+    elif win != "full_series":
+        try:
+            win = int(win)
+        except ValueError:
+            raise ConfigError(f"--encoding-window must be full_series, none or an integer, got {win!r}") from None
+    if args.sliding_padding is not None and not args.causal:
+        raise ConfigError("--sliding-padding applies to --causal encoding only")
+    Z = model.encode(X, encoding_window=win, causal=args.causal, sliding_length=1 if args.causal else None,
+                     sliding_padding=200 if args.sliding_padding is None else args.sliding_padding)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, Z)
@@ -344,9 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpoint", required=True)
     _add_data_args(c)
     c.add_argument("--split", choices=["train", "test"], default="test", help="classification data split")
-    c.add_argument("--encoding-window", default="full_series", help="full_series (default), none, or an int")
+    c.add_argument("--encoding-window", default=None,
+                   help="full_series (default; none with --causal), none (per step), or an int pooling window")
     c.add_argument("--causal", action="store_true", help="causal sliding encoding (each step sees only its past)")
-    c.add_argument("--sliding-padding", type=int, default=200)
+    c.add_argument("--sliding-padding", type=int, default=None, help="context steps for --causal (200)")
     c.add_argument("--device", default=None)
     c.add_argument("--out", required=True, help="output .npy path")
     c.set_defaults(func=cmd_encode)

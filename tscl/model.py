@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import warnings
@@ -26,6 +27,43 @@ _PRECISIONS = {"32", "32-true", "bf16", "bf16-mixed", "16-mixed"}
 def ts2vec_n_iters(n_values: int) -> int:
     """TS2Vec's rule of thumb: 200 iterations when the training array has <= 100,000 values, else 600."""
     return 200 if n_values <= 100_000 else 600
+
+
+def _fingerprint(params: dict, n_iters: int, train: np.ndarray) -> dict:
+    """What identifies a training run: its parameters (not the device), its length and its data."""
+    import hashlib
+
+    keep = {k: v for k, v in params.items() if k not in ("device",)}
+    digest = hashlib.sha1(np.ascontiguousarray(train, dtype=np.float32).tobytes()).hexdigest()
+    return {"params": keep, "n_iters": int(n_iters), "data_shape": list(train.shape), "data_sha1": digest}
+
+
+def _check_resumable(ckpt_path: str, module) -> None:
+    """Refuse to resume from a Lightning checkpoint of another run (other data, settings or length)."""
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable / truncated / not a checkpoint
+        raise CheckpointError(f"cannot resume from {ckpt_path}: the file is not a readable checkpoint "
+                              f"({type(exc).__name__}: {str(exc)[:200]}); delete it to start afresh") from exc
+    theirs = ckpt.get("tscl_fingerprint") if isinstance(ckpt, dict) else None
+    ours = json.loads(json.dumps(module.fingerprint))
+    if theirs != ours:
+        diffs = []
+        if isinstance(theirs, dict):
+            for key in ("n_iters", "data_shape", "data_sha1"):
+                if theirs.get(key) != ours.get(key):
+                    diffs.append(f"{key}: {theirs.get(key)} there, {ours.get(key)} now")
+            tp, op = theirs.get("params", {}), ours["params"]
+            diffs += [f"{k}: {tp.get(k)!r} there, {op.get(k)!r} now" for k in sorted(set(tp) | set(op))
+                      if tp.get(k) != op.get(k)]
+        raise CheckpointError(
+            f"{ckpt_path} belongs to a different run ({'; '.join(diffs[:6]) or 'no run fingerprint'}); "
+            "use another output folder, or delete that checkpoint to start afresh")
+    expected = set(module.state_dict())
+    found = set(ckpt.get("state_dict", {}))
+    if expected != found:
+        raise CheckpointError(f"{ckpt_path} does not match the model (missing {sorted(expected - found)[:3]}, "
+                              f"unexpected {sorted(found - expected)[:3]}); delete it to start afresh")
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -160,8 +198,12 @@ class ContrastiveModel:
         torch.manual_seed(self.seed)
         enc = _encoders.get(self.encoder, input_dims=self.input_dims, output_dims=self.output_dims,
                             hidden_dims=self.hidden_dims, depth=self.depth, **self.encoder_kwargs)
-        loss = _losses.get(self.loss, **({"temporal_unit": self.temporal_unit} if self.loss == "hierarchical" else {}),
-                           **self.loss_kwargs)
+        loss_kwargs = dict(self.loss_kwargs)
+        if self.loss == "hierarchical":
+            if "temporal_unit" in loss_kwargs:
+                raise ConfigError("set temporal_unit as a model parameter, not in loss_kwargs")
+            loss_kwargs["temporal_unit"] = self.temporal_unit
+        loss = _losses.get(self.loss, **loss_kwargs)
         names = self.augmenter_kwargs.get("transforms") or []
         transforms = fixed.Compose([fixed.get(n) for n in names]) if names else None
         tmask = fixed.TimestampMask(p=float(self.augmenter_kwargs.get("mask_p", 0.5)),
@@ -220,8 +262,14 @@ class ContrastiveModel:
         if n_iters < 1:
             raise ConfigError(f"n_iters must be >= 1, got {n_iters}")
 
+        if self.loss not in _losses.SEQUENCE_LOSSES and min(self.batch_size, train.shape[0]) < 2:
+            raise ConfigError(f"loss {self.loss!r} contrasts series within a batch and needs at least 2 training "
+                              f"series per batch; got {train.shape[0]} series with batch_size={self.batch_size}")
+
         data = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
-        module = self._build(data)
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG state untouched
+            module = self._build(data)
+        module.fingerprint = _fingerprint(self.get_params(), n_iters, train)
         device = _resolve_device(self.device)
         callbacks, ckpt_path = [], None
         if checkpoint_dir is not None:
@@ -231,27 +279,22 @@ class ContrastiveModel:
             callbacks.append(AtomicLastCheckpoint(ckdir, every_n_steps=checkpoint_every))
             if (ckdir / "last.ckpt").exists():
                 ckpt_path = str(ckdir / "last.ckpt")
+                _check_resumable(ckpt_path, module)
         precision = {"32": "32-true", "bf16": "bf16-mixed"}.get(self.precision, self.precision)
         with tempfile.TemporaryDirectory(prefix="tscl-") as root, warnings.catch_warnings(), _quiet_lightning():
             warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|"
                                     r"LeafSpec|treespec|GPU available|TPU available|Checkpoint directory).*")
             trainer = L.Trainer(
-                max_steps=n_iters, max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu",
-                devices=1, precision=precision, logger=False, enable_checkpointing=bool(callbacks),
+                max_steps=n_iters, max_epochs=1, accelerator="gpu" if device.type == "cuda" else device.type,
+                devices=[device.index] if device.index is not None else 1, precision=precision, logger=False,
+                enable_checkpointing=False,
                 callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
                 default_root_dir=root, num_sanity_val_steps=0, deterministic=False,
                 log_every_n_steps=1,
             )
             loader = torch.utils.data.DataLoader(StepIndex(n_iters), batch_size=1, shuffle=False)
-            try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
-            except (RuntimeError, KeyError, EOFError, OSError) as exc:
-                if ckpt_path is None:
-                    raise
-                raise CheckpointError(
-                    f"cannot resume from {ckpt_path}: {type(exc).__name__}: {str(exc)[:300]}. It was written by a run "
-                    "with other settings or data, or is damaged; use another output folder or delete it."
-                ) from exc
         module.to(device)
         self.n_iters_ = int(module.global_step)
         self.losses_ = list(module.losses)
@@ -337,7 +380,7 @@ class ContrastiveModel:
     def _encode_sliding(self, net, x_all, m_all, length, padding, causal, encoding_window, batch_size, device):
         """All windows ``[s - padding, s + length (+ padding))`` for ``s = 0, length, 2*length, ...``, batched
         ``batch_size`` windows at a time across series and positions (missing context is NaN)."""
-        from tscl.augment.fixed import take_per_row
+        from tscl.augment.fixed import take_windows
 
         if length < 1 or padding < 0:
             raise ConfigError(f"sliding_length must be >= 1 and sliding_padding >= 0, got {length}, {padding}")
@@ -348,23 +391,24 @@ class ContrastiveModel:
         series = torch.arange(N).repeat_interleave(len(starts))
         offs = starts.repeat(N) - padding
         outs = []
+        m_float = None if m_all is None else m_all.unsqueeze(-1).float()
         for i in range(0, len(series), batch_size):
             rows, st = series[i : i + batch_size], offs[i : i + batch_size]
-            xb = take_per_row(x_all[rows], st, win).to(device)
+            xb = take_windows(x_all, rows, st, win).to(device)
             mb = None
-            if m_all is not None:
-                mb = take_per_row(m_all[rows].unsqueeze(-1).float(), st, win).squeeze(-1)
-                mb = torch.nan_to_num(mb, nan=0.0).bool().to(device)
-            z = net(xb, mb).float()[:, padding : padding + length]
+            if m_float is not None:
+                mb = torch.nan_to_num(take_windows(m_float, rows, st, win).squeeze(-1), nan=0.0).bool().to(device)
+            z = net(xb, mb).float()
             if encoding_window == "full_series":
-                z = z.amax(dim=1, keepdim=True)
+                z = z[:, padding : padding + length].amax(dim=1, keepdim=True)
+            else:  # pool inside the window, then keep the target steps: never looks past the window
+                z = self._pool(z, encoding_window)[:, padding : padding + length]
             outs.append(z.cpu())
         out = torch.cat(outs, 0)  # (N * n_windows, length or 1, D)
         out = out.reshape(N, len(starts) * out.shape[1], out.shape[2])
         if encoding_window == "full_series":
             return out.amax(dim=1, keepdim=True)
-        out = out[:, :T]
-        return self._pool(out, encoding_window)
+        return out[:, :T]
 
     # ------------------------------------------------------------------------------------------- save / load
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -405,7 +449,8 @@ def load(path: str | os.PathLike, device: str | None = None) -> ContrastiveModel
         raise CheckpointError(f"{path}: invalid parameters in config.json: {exc}") from exc
     if model.input_dims is None:
         raise CheckpointError(f"{path}: config.json lacks input_dims")
-    module = model._build(torch.zeros(1, 1, model.input_dims))
+    with torch.random.fork_rng(devices=[]):
+        module = model._build(torch.zeros(1, 1, model.input_dims))
     net = module.encoder_for_inference()
     enc_tensors = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
     extra_keys = sorted(set(tensors) - {f"encoder.{k}" for k in enc_tensors})

@@ -27,12 +27,29 @@ EVAL_KEYS = ("protocol", "horizons", "padding")
 RECIPE_KEYS = DATA_KEYS + MODEL_KEYS + FIT_KEYS + EVAL_KEYS
 
 
+_TYPES: dict[str, tuple[type, ...]] = {
+    "data": (str,), "univariate": (bool,), "target": (str,), "encoder": (str,), "augmenter": (str,),
+    "output_dims": (int,), "hidden_dims": (int,), "depth": (int,), "loss": (str,), "temporal_unit": (int,),
+    "lr": (float, int), "batch_size": (int,), "max_train_length": (int,), "seed": (int,), "precision": (str,),
+    "device": (str,), "swa": (bool,), "single_pass": (bool,), "scale": (bool,), "encoder_kwargs": (dict,),
+    "loss_kwargs": (dict,), "augmenter_kwargs": (dict,), "n_iters": (int,), "n_epochs": (int,),
+    "checkpoint_every": (int,), "protocol": (str,), "horizons": (list, tuple), "padding": (int,),
+}
+
+
 def check_recipe(recipe: dict[str, Any], *, source: str = "recipe") -> dict[str, Any]:
+    """Validate a recipe: known keys only, each value of the right type (None means "default")."""
     if not isinstance(recipe, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping of option: value, got {type(recipe).__name__}")
     unknown = sorted(set(recipe) - set(RECIPE_KEYS))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; allowed keys: {', '.join(RECIPE_KEYS)}")
+    for key, val in recipe.items():
+        types = _TYPES[key]
+        ok = val is None or (isinstance(val, types) and not (isinstance(val, bool) and bool not in types))
+        if not ok:
+            names = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{source}: {key} must be {names}, got {val!r} ({type(val).__name__})")
     return dict(recipe)
 
 

@@ -71,7 +71,8 @@ def _opt_float(row: dict, key: str) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _grouped_bars(ax, labels: Sequence[str], ours: np.ndarray, ref: np.ndarray, *, ours_label: str = "tscl"):
+def _grouped_bars(ax, labels: Sequence[str], ours: np.ndarray, ref: np.ndarray, *, ours_label: str = "tscl",
+                  ref_label: str = "reference"):
     """Bars of ``ours`` next to ``ref`` (NaN reference entries are simply not drawn), with value labels."""
     x = np.arange(len(labels))
     has_ref = bool(np.isfinite(ref).any())
@@ -82,7 +83,7 @@ def _grouped_bars(ax, labels: Sequence[str], ours: np.ndarray, ref: np.ndarray, 
     ax.bar_label(bars, labels=[_fmt(v) for v in ours], padding=2, fontsize=7)
     if has_ref:
         ok = np.isfinite(ref)
-        rbars = ax.bar(x[ok] + offset, ref[ok], width, label="reference", color=_REF)
+        rbars = ax.bar(x[ok] + offset, ref[ok], width, label=ref_label, color=_REF)
         ax.bar_label(rbars, labels=[_fmt(v) for v in ref[ok]], padding=2, fontsize=7)
     ax.set_xticks(x)
     rotate = len(labels) > 6 or max((len(s) for s in labels), default=0) > 10
@@ -137,10 +138,13 @@ def plot_classification(
     path: str | os.PathLike,
     title: str = "classification accuracy",
     *,
+    ylabel: str = "accuracy",
+    series: tuple[str, str] = ("tscl", "reference"),
     figsize: tuple[float, float] | None = None,
     dpi: int = DPI,
 ) -> Path:
     """Grouped bars: tscl accuracy vs the reference accuracy (when given) per dataset, with value labels.
+    (Any per-dataset value works: ``ylabel`` names it, ``series`` names the two bar series.)
 
     ``results``: dicts with ``dataset``, ``accuracy`` and optionally ``reference``. Default width grows with the
     number of datasets: ``figsize = (max(6.4, 0.6 * n + 2), 4.5)``.
@@ -156,9 +160,9 @@ def plot_classification(
     n = len(labels)
     fig = _new_figure(figsize or (max(6.4, 0.6 * n + 2), 4.5), dpi)
     ax = fig.add_subplot()
-    _grouped_bars(ax, labels, ours, ref)
+    _grouped_bars(ax, labels, ours, ref, ours_label=series[0], ref_label=series[1])
     ax.set_xlabel("dataset")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, path)

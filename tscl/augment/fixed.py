@@ -592,6 +592,17 @@ def _take(x: Tensor, rows: Tensor, start: Tensor, length: int, extra_valid: Tens
     return out
 
 
+def take_windows(x: Tensor, rows: Tensor, start: Tensor, length: int) -> Tensor:
+    """Gather windows from chosen rows: ``out[i] = x[rows[i], start[i] : start[i] + length]`` (NaN outside the
+    series), without copying whole rows first. ``x`` (B, T, C) float; ``rows``/``start`` int tensors (n,)."""
+    x = _check_x(x, "take_windows")
+    rows = torch.as_tensor(rows, device=x.device).long()
+    start = torch.as_tensor(start, device=x.device).long()
+    if rows.shape != start.shape or rows.dim() != 1:
+        raise DataError(f"rows and start must be 1-D and of equal length, got {tuple(rows.shape)}, {tuple(start.shape)}")
+    return _take(x, rows, start, _check_int("length", length, 0))
+
+
 def take_per_row(x: Tensor, start: Tensor, length: int) -> Tensor:
     """Gather one window per row: ``out[b] = x[b, start[b] : start[b] + length]``.
 
@@ -654,12 +665,12 @@ class CropParams:
 
 @dataclass(eq=False)
 class PaddedPair:
-    """Layout of :func:`crop_pair_padded`'s output ``views`` of shape (2B, L, C).
+    """Layout of :func:`crop_pair_padded`'s output ``views`` of shape (2B, L, C), ``L = max(len1, len2)``.
 
-    Rows ``0..B-1`` are view 1, right-aligned (``L - len1`` NaN steps on the left); rows ``B..2B-1`` are view 2,
-    left-aligned (``L - len2`` NaN steps on the right). The overlap (same original time steps in both) is
-    ``views[:B, overlap1]`` (the last ``crop_l`` steps) and ``views[B:, overlap2]`` (the first ``crop_l``).
-    ``valid`` (2B, L) is ``False`` on the padding (and wherever a window leaves the series).
+    Rows ``0..B-1`` are view 1 and rows ``B..2B-1`` view 2, both left-aligned: a view's real steps come first and
+    NaN padding follows (``L - len1`` / ``L - len2`` steps). ``valid`` (2B, L) is ``False`` on that padding. The
+    overlap (the same original time steps in both views) is ``views[:B, overlap1]`` (the last ``crop_l`` real
+    steps of view 1) and ``views[B:, overlap2]`` (the first ``crop_l`` of view 2).
     """
 
     B: int
@@ -671,7 +682,7 @@ class PaddedPair:
 
     @property
     def overlap1(self) -> slice:
-        return slice(self.L - self.crop_l, self.L)
+        return slice(self.len1 - self.crop_l, self.len1)
 
     @property
     def overlap2(self) -> slice:
@@ -682,21 +693,18 @@ class PaddedPair:
         return z[: self.B, self.overlap1], z[self.B :, self.overlap2]
 
     def unpad(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """From ``z`` (2B, L, ...) return the un-padded views ``(z[:B, L-len1:], z[B:, :len2])``."""
-        return z[: self.B, self.L - self.len1 :], z[self.B :, : self.len2]
+        """From ``z`` (2B, L, ...) return the un-padded views ``(z[:B, :len1], z[B:, :len2])``."""
+        return z[: self.B, : self.len1], z[self.B :, : self.len2]
 
 
 def crop_pair_padded(x: Tensor, params: CropParams) -> tuple[Tensor, PaddedPair]:
     """Both TS2Vec views stacked in one tensor so an encoder processes them in a single pass.
 
-    Returns ``(views, info)``: ``views`` has shape (2B, L, C) with ``L = max(len1, len2)``; rows ``:B`` hold
-    view 1 right-aligned (NaN padding on its left), rows ``B:`` hold view 2 left-aligned (NaN padding on its
-    right); one gather. Recover the overlap with ``views[:B, L - crop_l:]`` and ``views[B:, :crop_l]``
-    (``info.overlap1`` / ``info.overlap2`` / ``info.split_overlap(z)``).
-
-    Caveat: the padding is *missing data*, not the encoder's zero padding, so a non-causal encoder's outputs
-    near the padded edge can differ slightly from encoding each view separately (TS2Vec treats NaN the same
-    way for variable-length series). Un-padded parts equal :func:`take_per_row` of each view exactly.
+    Returns ``(views, info)``: ``views`` (2B, L, C), ``L = max(len1, len2)``, rows ``:B`` view 1 and rows ``B:``
+    view 2, both left-aligned with NaN padding after their ends (one gather). Positions keep their offsets from
+    each view's start, so an encoder that treats ``info.valid == False`` as zero padding at every layer (as
+    :class:`tscl.encoders.TCNEncoder` does with ``valid=``) gives exactly the outputs of encoding the two views
+    separately. Recover the overlap with ``info.split_overlap(z)``.
     """
     x = _check_x(x, "crop_pair_padded", floating=False)
     B = x.shape[0]
@@ -708,11 +716,9 @@ def crop_pair_padded(x: Tensor, params: CropParams) -> tuple[Tensor, PaddedPair]
     j = torch.arange(L, device=dev).unsqueeze(0)
     offset = params.offset.to(dev)
     rows = torch.arange(B, device=dev).repeat(2)
-    start = torch.cat([offset + params.crop_eleft - (L - len1), offset + params.crop_left])
-    valid = torch.cat([(j >= L - len1).expand(B, L), (j < len2).expand(B, L)])
+    start = torch.cat([offset + params.crop_eleft, offset + params.crop_left])
+    valid = torch.cat([(j < len1).expand(B, L), (j < len2).expand(B, L)])
     views = _take(x, rows, start, L, valid)
-    idx = start.unsqueeze(1) + j
-    valid = valid & (idx >= 0) & (idx < x.shape[1])
     return views, PaddedPair(B=B, L=L, len1=len1, len2=len2, crop_l=params.crop_l, valid=valid)
 
 

@@ -50,11 +50,16 @@ class DilatedConvBlock(nn.Module):
         out = conv(x)
         return out[..., : out.shape[-1] - self._trim] if self._trim else out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, T)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:  # x: (B, C, T)
+        """``valid`` (``(B, 1, T)``, 1 = real step, 0 = padding) zeroes padded steps before each convolution, so a
+        series padded to a longer length gets exactly the outputs it would get alone (zero padding per layer)."""
+        if valid is not None:
+            x = x * valid
         residual = x if self.projector is None else self.projector(x)
-        x = self._same(self.conv1, F.gelu(x))
-        x = self._same(self.conv2, F.gelu(x))
-        return x + residual
+        h = self._same(self.conv1, F.gelu(x))
+        if valid is not None:
+            h = h * valid
+        return self._same(self.conv2, F.gelu(h)) + residual
 
 
 class TCNEncoder(nn.Module):
@@ -105,9 +110,16 @@ class TCNEncoder(nn.Module):
             rf += 2 * (k - 1) * d
         return rf
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode ``x`` ``(B, T, C)`` (NaN = missing) into ``(B, T, D)``; ``mask`` ``(B, T)`` True = keep."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, valid: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Encode ``x`` ``(B, T, C)`` (NaN = missing) into ``(B, T, D)``.
+
+        ``mask`` ``(B, T)`` True = keep (timestamp masking on the latent). ``valid`` ``(B, T)`` True = real step,
+        False = padding added to batch series of different lengths: padded steps act as the convolutions' zero
+        padding at every layer (unlike missing steps, which are zeroed only at the input, as in TS2Vec)."""
         x, keep = apply_input_mask(x, mask)
-        h = self.input_fc(x).masked_fill(~keep.unsqueeze(-1), 0.0)
-        h = self.blocks(h.transpose(1, 2))
+        h = self.input_fc(x).masked_fill(~keep.unsqueeze(-1), 0.0).transpose(1, 2)
+        v = None if valid is None else valid.to(device=h.device, dtype=h.dtype).unsqueeze(1)
+        for blk in self.blocks:
+            h = blk(h, v)
         return self.repr_dropout(h).transpose(1, 2)

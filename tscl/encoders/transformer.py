@@ -58,14 +58,17 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(hidden_dims)
         self.output_fc = nn.Linear(hidden_dims, output_dims)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, valid: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``valid`` (``(B, T)``, False = padding) excludes padded steps as attention keys, like missing ones;
+        padding must come after the real steps so that positions are unchanged."""
         observed = ~torch.isnan(x).any(dim=-1)
         x, keep = apply_input_mask(x, mask)
         h = self.input_fc(x).masked_fill(~keep.unsqueeze(-1), 0.0)
         h = h + sinusoidal_positions(h.shape[1], h.shape[2], device=h.device, dtype=h.dtype)
         # Keys that are missing (NaN in the input) are not attended to; a row with no observed step keeps all keys
         # so that softmax never sees an all -inf row.
-        pad = ~observed
+        pad = ~observed if valid is None else ~(observed & valid.to(observed.device))
         pad = pad & ~pad.all(dim=1, keepdim=True)
         h = self.layers(h, src_key_padding_mask=pad)
         return self.output_fc(self.norm(h))

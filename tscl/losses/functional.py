@@ -101,11 +101,17 @@ def exclusive_logsumexp(
 ) -> torch.Tensor:
     """``lse[..., i] = log sum_{j != i} exp(scale * <z_i, z_j>)`` for ``z`` of shape ``(..., M, D)``.
 
-    Dense for small ``M``; tiled in ``chunk x chunk`` blocks (memory ``O(chunk^2)`` instead of ``O(M^2)``, half
-    the matrix products thanks to symmetry, same result) when ``chunk`` is given or ``M >= 1024``. Scores are accumulated in float32 for half/bf16 inputs.
+    Dense for small ``M``; tiled in ``chunk x chunk`` blocks (memory ``O(chunk^2)`` instead of ``O(M^2)``, half the
+    matrix products thanks to symmetry, same result) when ``chunk`` is given or ``M >= 1024``. Under autocast the
+    products of ``z`` run in the autocast dtype; the log-sum-exp and its gradient are computed in float32 for
+    half/bfloat16.
     """
     lead, (M, D) = z.shape[:-2], z.shape[-2:]
     scale = torch.as_tensor(scale, device=z.device)
+    if torch.is_autocast_enabled(z.device.type) and z.is_floating_point():
+        # Under mixed precision the score products run in the autocast dtype (bf16 on AMX CPUs / tensor cores);
+        # cast once so that the tiled forward and backward passes use the very same rounded inputs.
+        z = z.to(torch.get_autocast_dtype(z.device.type))
     if chunk is None and M < 1024:
         s = accumulate_dtype(z @ z.transpose(-1, -2)) * scale.to(_acc(z.dtype))
         eye = torch.eye(M, dtype=torch.bool, device=z.device)

@@ -60,15 +60,20 @@ class AtomicLastCheckpoint(L.Callback):
         self.every_n_steps = max(int(every_n_steps), 1)
 
     def _save(self, trainer) -> None:
-        if not trainer.is_global_zero:
-            return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        target = self.dirpath / "last.ckpt"
-        tmp = self.dirpath / f".last.ckpt.tmp-{os.getpid()}"
+        # Every rank calls save_checkpoint (it ends with a barrier); only rank 0 writes and renames.
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        tmp = self.dirpath / ".last.ckpt.tmp"
         trainer.save_checkpoint(str(tmp), weights_only=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.dirpath / "last.ckpt")
+            fd = os.open(self.dirpath, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every_n_steps == 0:
@@ -84,7 +89,7 @@ class ContrastivePretraining(L.LightningModule):
         loss: a sequence loss on ``(B, T, D)`` pairs (hierarchical) or a pairwise loss on ``(B, D)`` pairs
             (then the overlap representations are max-pooled over time first); ``sequence_loss`` says which.
         data: training panel ``(N, T, C)`` float tensor (NaN = missing); kept on the CPU, batches move to the device.
-        transforms: optional input transform (e.g. a ``Compose`` of fixed augmentations) applied before cropping.
+        transforms: optional transform (e.g. a ``Compose`` of fixed augmentations) applied to each view after cropping.
         crop / timestamp_mask: TS2Vec's view generator (overlapping crops, latent timestamp masking).
         single_pass: encode both views in one batched forward (padded to a common length with missing steps).
     """
@@ -113,6 +118,8 @@ class ContrastivePretraining(L.LightningModule):
         self.crop = crop if crop is not None else OverlapCrop()
         self.timestamp_mask = timestamp_mask if timestamp_mask is not None else TimestampMask(p=0.5)
         self.swa = AveragedModel(encoder) if swa else None
+        if self.swa is not None:  # TS2Vec averages the initial weights too: w_0 .. w_n
+            self.swa.update_parameters(encoder)
         self.data = data  # plain attribute: not a buffer, never written into checkpoints
         self.sequence_loss = sequence_loss
         self.batch_size = min(int(batch_size), data.shape[0])
@@ -120,6 +127,7 @@ class ContrastivePretraining(L.LightningModule):
         self.max_train_length = max_train_length
         self.single_pass = single_pass
         self.losses: list[float] = []
+        self.fingerprint: dict = {}  # identifies the run; a resumed checkpoint must carry the same one
         self.step_end_times: list[float] = []  # perf_counter() after each step (benchmarks read it)
 
     # ----------------------------------------------------------------------------------------------- batching
@@ -142,22 +150,30 @@ class ContrastivePretraining(L.LightningModule):
         torch.manual_seed(step_seed(self.seed, self.global_step))
 
     def contrastive_views(self, x: torch.Tensor):
-        """Return the representations of the overlapping part of two views, ``(z1, z2)`` each ``(B, L, D)``."""
+        """Return the representations of the overlapping part of two views, ``(z1, z2)`` each ``(B, crop_l, D)``.
+
+        Single pass: both views are left-aligned in one ``(2B, L)`` batch, ``L = max(len1, len2)``; the steps after
+        a view's end are padding, which the encoder treats as zero padding at every layer, so the result equals
+        encoding the two views separately (TS2Vec), in one batched forward and backward pass.
+        """
         B, T = x.shape[:2]
         if self.max_train_length is not None and T > self.max_train_length:
             off = int(torch.randint(T - self.max_train_length + 1, ()).item())
             x = x[:, off : off + self.max_train_length]
-        if self.transforms is not None:
-            x = self.transforms(x)
         p = self.crop.sample(B, x.shape[1], device=x.device)
+        len1, len2 = p.len1, p.len2
         if self.single_pass:
             views, layout = crop_pair_padded(x, p)
-            mask = self.timestamp_mask.sample(2 * B, views.shape[1], device=x.device)
-            return layout.split_overlap(self.encoder(views, mask))
-        v1 = take_per_row(x, p.offset + p.crop_eleft, p.crop_right - p.crop_eleft)
-        v2 = take_per_row(x, p.offset + p.crop_left, p.crop_eright - p.crop_left)
-        z1 = self.encoder(v1, self.timestamp_mask.sample(B, v1.shape[1], device=x.device))
-        z2 = self.encoder(v2, self.timestamp_mask.sample(B, v2.shape[1], device=x.device))
+            if self.transforms is not None:  # independent draws for every view
+                views = self.transforms(views)
+            mask = self.timestamp_mask.sample(2 * B, layout.L, device=x.device)
+            return layout.split_overlap(self.encoder(views, mask, valid=layout.valid))
+        v1 = take_per_row(x, p.start1, len1)
+        v2 = take_per_row(x, p.start2, len2)
+        if self.transforms is not None:
+            v1, v2 = self.transforms(v1), self.transforms(v2)
+        z1 = self.encoder(v1, self.timestamp_mask.sample(B, len1, device=x.device))
+        z2 = self.encoder(v2, self.timestamp_mask.sample(B, len2, device=x.device))
         return z1[:, -p.crop_l :], z2[:, : p.crop_l]
 
     def training_step(self, batch, batch_idx):
@@ -185,6 +201,7 @@ class ContrastivePretraining(L.LightningModule):
     # ----------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint):
         checkpoint["tscl_losses"] = list(self.losses)
+        checkpoint["tscl_fingerprint"] = dict(self.fingerprint)
 
     def on_load_checkpoint(self, checkpoint):
         self.losses = list(checkpoint.get("tscl_losses", []))
