@@ -11,7 +11,7 @@ from torch import nn
 from tscl.errors import ConfigError, DataError
 from tscl.losses.functional import accumulate_dtype, exclusive_logsumexp
 
-__all__ = ["NTXentLoss", "InfoNCELoss", "check_pair"]
+__all__ = ["NTXentLoss", "InfoNCELoss", "TemperatureLoss", "check_pair"]
 
 
 def check_pair(z1: torch.Tensor, z2: torch.Tensor, *, min_n: int = 1, what: str = "loss") -> None:
@@ -24,7 +24,29 @@ def check_pair(z1: torch.Tensor, z2: torch.Tensor, *, min_n: int = 1, what: str 
         raise DataError(f"{what}: needs at least {min_n} rows per group, got N={z1.shape[-2]}")
 
 
-class NTXentLoss(nn.Module):
+class TemperatureLoss(nn.Module):
+    """Base class of losses with a temperature :math:`\tau > 0`, fixed or learnable (as :math:`\log\tau`)."""
+
+    def __init__(self, temperature: float, learnable_temperature: bool = False):
+        super().__init__()
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        log_t = torch.tensor(float(temperature)).log()
+        if learnable_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t, persistent=False)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    @property
+    def inv_temperature(self) -> torch.Tensor:
+        return (-self.log_temperature).exp()
+
+
+class NTXentLoss(TemperatureLoss):
     r"""NT-Xent (SimCLR, Chen et al. 2020); with ``temperature=1, normalize=False`` it is TS2Vec's contrastive term.
 
     With :math:`z = [z^{(1)}; z^{(2)}]` (2N rows), :math:`s_{ij} = z_i^\top z_j / \tau` (cosine similarity when
@@ -40,19 +62,8 @@ class NTXentLoss(nn.Module):
 
     def __init__(self, temperature: float = 0.5, normalize: bool = True, learnable_temperature: bool = False,
                  chunk_size: int | None = None):
-        super().__init__()
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        super().__init__(temperature, learnable_temperature)
         self.normalize, self.chunk_size = normalize, chunk_size
-        log_t = torch.tensor(float(temperature)).log()
-        if learnable_temperature:
-            self.log_temperature = nn.Parameter(log_t)
-        else:
-            self.register_buffer("log_temperature", log_t, persistent=False)
-
-    @property
-    def temperature(self) -> torch.Tensor:
-        return self.log_temperature.exp()
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair(z1, z2, min_n=1, what=type(self).__name__)
@@ -61,14 +72,14 @@ class NTXentLoss(nn.Module):
             return z1.sum() * 0.0
         if self.normalize:
             z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-        inv_t = (-self.log_temperature).exp()
+        inv_t = self.inv_temperature
         z = torch.cat([z1, z2], dim=-2)
         lse = exclusive_logsumexp(z, inv_t, chunk=self.chunk_size)  # (..., 2N), tiled for long sequences
         pos = accumulate_dtype((z1 * z2).sum(-1)) * inv_t
         return lse.mean() - pos.mean()
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(TemperatureLoss):
     r"""InfoNCE with cross-view negatives only (van den Oord et al. 2018; CLIP-style when ``symmetric``).
 
     .. math:: \mathcal{L}_{1\to 2} = \frac{1}{N}\sum_i \Big[-s_{ii} + \log\sum_j e^{s_{ij}}\Big],\quad
@@ -79,21 +90,14 @@ class InfoNCELoss(nn.Module):
 
     def __init__(self, temperature: float = 0.1, normalize: bool = True, symmetric: bool = True,
                  learnable_temperature: bool = False):
-        super().__init__()
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        super().__init__(temperature, learnable_temperature)
         self.normalize, self.symmetric = normalize, symmetric
-        log_t = torch.tensor(float(temperature)).log()
-        if learnable_temperature:
-            self.log_temperature = nn.Parameter(log_t)
-        else:
-            self.register_buffer("log_temperature", log_t, persistent=False)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair(z1, z2, min_n=2, what=type(self).__name__)
         if self.normalize:
             z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-        inv_t = (-self.log_temperature).exp()
+        inv_t = self.inv_temperature
         sim = accumulate_dtype(z1 @ z2.transpose(-1, -2)) * inv_t  # (..., N, N)
         pos = torch.diagonal(sim, dim1=-2, dim2=-1)
         loss = torch.logsumexp(sim, dim=-1).mean() - pos.mean()
