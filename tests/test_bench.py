@@ -7,8 +7,24 @@ from tscl.cli import main
 
 def test_bench_pretrain_reports_throughput_and_memory(tmp_path, capsys):
     out = tmp_path / "b"
-    assert main(["bench", "pretrain", "--datasets", "ItalyPowerDemand", "--n-iters", "8", "--configs",
-                 "two-pass fp32", "one-pass fp32", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "pretrain",
+                "--datasets",
+                "ItalyPowerDemand",
+                "--n-iters",
+                "8",
+                "--configs",
+                "two-pass fp32",
+                "one-pass fp32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "bench_pretrain.json").read_text())["results"]
     assert [r["config"] for r in res] == ["two-pass fp32", "one-pass fp32"]
     for r in res:

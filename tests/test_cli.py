@@ -16,13 +16,20 @@ TINY = ["--depth", "2", "--hidden-dims", "8", "--output-dims", "16", "--device",
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "tscl.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-m", "tscl.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def test_fit_eval_encode_classification(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["fit", "--data", "ucr:ItalyPowerDemand", "--n-iters", "5", "--out", str(out), "--eval", *TINY]) == 0
+    assert (
+        main(["fit", "--data", "ucr:ItalyPowerDemand", "--n-iters", "5", "--out", str(out), "--eval", *TINY])
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_iters"] == 5 and len(m["losses"]) == 5
     assert 0.4 <= m["eval"]["accuracy"] <= 1.0
@@ -32,7 +39,9 @@ def test_fit_eval_encode_classification(tmp_path, capsys):
     assert main(["eval", "classify", "--checkpoint", str(out), "--protocol", "linear"]) == 0
     ev = json.loads((out / "eval-ItalyPowerDemand" / "metrics.json").read_text())
     assert ev["protocol"] == "linear" and ev["accuracy"] > 0.4
-    assert main(["encode", "--checkpoint", str(out), "--split", "train", "--out", str(tmp_path / "z.npy")]) == 0
+    assert (
+        main(["encode", "--checkpoint", str(out), "--split", "train", "--out", str(tmp_path / "z.npy")]) == 0
+    )
     assert np.load(tmp_path / "z.npy").shape == (67, 16)
     assert "accuracy" in capsys.readouterr().out
 
@@ -41,7 +50,9 @@ def test_fit_and_eval_forecast_on_real_format_csv(tmp_path, make_ett_csv):
     csv = make_ett_csv("mini.csv", n_rows=600)
     out = tmp_path / "f"
     assert main(["fit", "--data", str(csv), "--univariate", "--n-iters", "3", "--out", str(out), *TINY]) == 0
-    assert main(["eval", "forecast", "--checkpoint", str(out), "--horizons", "4", "8", "--padding", "20"]) == 0
+    assert (
+        main(["eval", "forecast", "--checkpoint", str(out), "--horizons", "4", "8", "--padding", "20"]) == 0
+    )
     ev = json.loads((out / "eval-mini" / "metrics.json").read_text())
     assert [r["horizon"] for r in ev["horizons"]] == [4, 8]
     assert all(np.isfinite(r["mse"]) and r["mse"] > 0 for r in ev["horizons"])
@@ -88,8 +99,21 @@ def test_datasets_lists_cards(capsys):
 
 def test_quickstart_small(tmp_path):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--datasets", "ItalyPowerDemand", "--n-iters", "3", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "quickstart",
+                "--datasets",
+                "ItalyPowerDemand",
+                "--n-iters",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["classification"][0]["dataset"] == "ItalyPowerDemand"
     assert (out / "classification.png").exists()
@@ -107,15 +131,30 @@ def _wait_for(path: Path, proc, timeout=120):
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    args = ["fit", "--data", "ucr:ItalyPowerDemand", "--n-iters", "60", "--checkpoint-every", "5", "--seed", "3",
-            *TINY]
+    args = [
+        "fit",
+        "--data",
+        "ucr:ItalyPowerDemand",
+        "--n-iters",
+        "60",
+        "--checkpoint-every",
+        "5",
+        "--seed",
+        "3",
+        *TINY,
+    ]
     ref = run_cli(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "tscl.cli", *args, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tscl.cli", *args, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        assert _wait_for(out / "lightning" / "last.ckpt", proc), "no checkpoint was written before the run ended"
+        assert _wait_for(out / "lightning" / "last.ckpt", proc), (
+            "no checkpoint was written before the run ended"
+        )
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

@@ -248,7 +248,9 @@ def test_drop_all_nan_and_prepare_train_panel():
     assert drop_all_nan(X).shape == (2, 4, 1)
     Y = np.arange(12.0).reshape(1, 12, 1)
     Y[0, 8:] = nan  # trailing NaN
-    out = prepare_train_panel(Y, max_train_length=4)  # 12 // 4 = 3 pieces: [0..3], [4..7], [nan x4] -> dropped
+    out = prepare_train_panel(
+        Y, max_train_length=4
+    )  # 12 // 4 = 3 pieces: [0..3], [4..7], [nan x4] -> dropped
     np.testing.assert_array_equal(out[:, :, 0], [[0, 1, 2, 3], [4, 5, 6, 7]])
     Z = np.array([[nan, nan, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0]])[..., None]  # leading NaN -> centred
     np.testing.assert_array_equal(prepare_train_panel(Z)[:, :, 0], [[nan, 1, 2, nan], [1, 2, 3, 4]])

@@ -33,8 +33,9 @@ def test_fit_records_losses_and_infers_input_dims(fitted):
     assert len(fitted.losses_) == 6 and all(np.isfinite(fitted.losses_))
 
 
-@pytest.mark.parametrize("window,shape", [(None, (12, 64, 16)), ("full_series", (12, 16)), (5, (12, 64, 16)),
-                                          (4, (12, 64, 16))])
+@pytest.mark.parametrize(
+    "window,shape", [(None, (12, 64, 16)), ("full_series", (12, 16)), (5, (12, 64, 16)), (4, (12, 64, 16))]
+)
 def test_encode_shapes(fitted, panel, window, shape):
     Z = fitted.encode(panel, encoding_window=window)
     assert Z.shape == shape and np.isfinite(Z).all()
@@ -42,7 +43,9 @@ def test_encode_shapes(fitted, panel, window, shape):
 
 def test_full_series_is_max_over_steps(fitted, panel):
     per_step = fitted.encode(panel)
-    np.testing.assert_allclose(fitted.encode(panel, encoding_window="full_series"), per_step.max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(
+        fitted.encode(panel, encoding_window="full_series"), per_step.max(axis=1), rtol=1e-6
+    )
 
 
 def test_causal_sliding_encoding_has_no_look_ahead(fitted, panel):
@@ -58,10 +61,14 @@ def test_causal_sliding_encoding_has_no_look_ahead(fitted, panel):
     # step t sees exactly steps t-10..t: changing step t-11 does not matter, changing t-10 does
     x3 = x.copy()
     x3[:, t - 11] += 5.0
-    np.testing.assert_array_equal(fitted.encode(x3, causal=True, sliding_length=1, sliding_padding=10)[:, t], z[:, t])
+    np.testing.assert_array_equal(
+        fitted.encode(x3, causal=True, sliding_length=1, sliding_padding=10)[:, t], z[:, t]
+    )
     x4 = x.copy()
     x4[:, t - 10] += 5.0
-    assert not np.allclose(fitted.encode(x4, causal=True, sliding_length=1, sliding_padding=10)[:, t], z[:, t])
+    assert not np.allclose(
+        fitted.encode(x4, causal=True, sliding_length=1, sliding_padding=10)[:, t], z[:, t]
+    )
 
 
 def test_sliding_window_matches_explicit_windows(fitted, panel):
@@ -88,8 +95,10 @@ def test_save_load_round_trip_is_bit_identical(fitted, panel, tmp_path):
     fitted.save(tmp_path / "enc")
     loaded = tscl.load(tmp_path / "enc")
     np.testing.assert_array_equal(loaded.encode(panel), fitted.encode(panel))
-    np.testing.assert_array_equal(loaded.encode(panel, causal=True, sliding_length=1, sliding_padding=8),
-                                  fitted.encode(panel, causal=True, sliding_length=1, sliding_padding=8))
+    np.testing.assert_array_equal(
+        loaded.encode(panel, causal=True, sliding_length=1, sliding_padding=8),
+        fitted.encode(panel, causal=True, sliding_length=1, sliding_padding=8),
+    )
     assert loaded.get_params() == fitted.get_params()
     assert loaded.losses_ == pytest.approx(fitted.losses_)
 
@@ -148,9 +157,17 @@ def test_bad_inputs_raise_typed_errors(fitted, panel):
         tiny().encode(panel)
 
 
-@pytest.mark.parametrize("kw,match", [({"encoder": "lstm"}, "encoder"), ({"loss": "nope"}, "loss"),
-                                      ({"augmenter": "x"}, "augmenter"), ({"precision": "8"}, "precision"),
-                                      ({"lr": -1.0}, "lr"), ({"augmenter_kwargs": {"zzz": 1}}, "augmenter_kwargs")])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"encoder": "lstm"}, "encoder"),
+        ({"loss": "nope"}, "loss"),
+        ({"augmenter": "x"}, "augmenter"),
+        ({"precision": "8"}, "precision"),
+        ({"lr": -1.0}, "lr"),
+        ({"augmenter_kwargs": {"zzz": 1}}, "augmenter_kwargs"),
+    ],
+)
 def test_bad_params(kw, match):
     with pytest.raises(ConfigError, match=match):
         tscl.ContrastiveModel(**kw)

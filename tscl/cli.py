@@ -19,18 +19,27 @@ from tscl.errors import ConfigError, TsclError
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--data", required=required,
-                   help="dataset: ucr:<Name> (shipped in sktime), ett:ETTh1 (looked up in $TSCL_DATA), "
-                        "ett:/path/ETTh2.csv, or a path to a .csv")
-    p.add_argument("--univariate", action="store_true", default=None,
-                   help="forecasting data: use the target column only (OT for ETT)")
+    p.add_argument(
+        "--data",
+        required=required,
+        help="dataset: ucr:<Name> (shipped in sktime), ett:ETTh1 (looked up in $TSCL_DATA), "
+        "ett:/path/ETTh2.csv, or a path to a .csv",
+    )
+    p.add_argument(
+        "--univariate",
+        action="store_true",
+        default=None,
+        help="forecasting data: use the target column only (OT for ETT)",
+    )
     p.add_argument("--target", default=None, help="target column for --univariate (default OT)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (defaults: TS2Vec's)")
     g.add_argument("--encoder", choices=["tcn", "transformer"], default=None)
-    g.add_argument("--augmenter", default=None, help="view generator: fixed (TS2Vec crops + timestamp masking)")
+    g.add_argument(
+        "--augmenter", default=None, help="view generator: fixed (TS2Vec crops + timestamp masking)"
+    )
     g.add_argument("--loss", default=None, help="hierarchical (default), ntxent, infonce")
     g.add_argument("--output-dims", type=int, default=None)
     g.add_argument("--hidden-dims", type=int, default=None)
@@ -39,14 +48,24 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--max-train-length", type=int, default=None)
-    g.add_argument("--n-iters", type=int, default=None,
-                   help="training iterations (default: 200 if the train array has <= 100,000 values, else 600)")
+    g.add_argument(
+        "--n-iters",
+        type=int,
+        default=None,
+        help="training iterations (default: 200 if the train array has <= 100,000 values, else 600)",
+    )
     g.add_argument("--n-epochs", type=int, default=None)
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=None,
-                   help="bf16-mixed autocasts to bfloat16 (AMX on recent x86 CPUs, tensor cores on GPUs)")
+    g.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        default=None,
+        help="bf16-mixed autocasts to bfloat16 (AMX on recent x86 CPUs, tensor cores on GPUs)",
+    )
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
-    g.add_argument("--checkpoint-every", type=int, default=None, help="Lightning checkpoint every N steps (20)")
+    g.add_argument(
+        "--checkpoint-every", type=int, default=None, help="Lightning checkpoint every N steps (20)"
+    )
 
 
 def _recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,11 +92,13 @@ def _fmt(v: Any) -> str:
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
-    cells = [header] + [["-" if v is None else _fmt(v) for v in r]
-                        for r in rows]
+    cells = [header] + [["-" if v is None else _fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     left = [isinstance(v, str) for v in (rows[0] if rows else header)]
-    lines = ["  ".join(c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(r, widths, left, strict=True)) for r in cells]
+    lines = [
+        "  ".join(c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(r, widths, left, strict=True))
+        for r in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -97,8 +118,12 @@ def _print_eval(res: dict) -> None:
         print(forecast_summary_table(df, refmap, reference_name="ts2vec"))
     else:
         ref = res.get("reference") or {}
-        print(_table([[res["dataset"], res["accuracy"], res.get("auprc"), ref.get("paper")]],
-                     ["dataset", "accuracy", "auprc", "ts2vec_paper"]))
+        print(
+            _table(
+                [[res["dataset"], res["accuracy"], res.get("auprc"), ref.get("paper")]],
+                ["dataset", "accuracy", "auprc", "ts2vec_paper"],
+            )
+        )
 
 
 def _plot_eval(res: dict, out: Path, model=None, ds=None) -> list[str]:
@@ -114,19 +139,32 @@ def _plot_eval(res: dict, out: Path, model=None, ds=None) -> list[str]:
                 row["reference_mse"], row["reference_mae"] = ref["horizons"][str(r["horizon"])]
             rows.append(row)
         kind = "univariate" if res["univariate"] else "multivariate"
-        paths.append(str(plots.plot_forecast_metrics(rows, out / "forecast_metrics.png",
-                                                     title=f"{res['dataset']} {kind}: tscl vs TS2Vec")))
+        paths.append(
+            str(
+                plots.plot_forecast_metrics(
+                    rows, out / "forecast_metrics.png", title=f"{res['dataset']} {kind}: tscl vs TS2Vec"
+                )
+            )
+        )
         preds = res.get("_predictions")
         if preds and ds is not None:
             h = min(preds)
             p = preds[h]
-            test = ds.data[0, ds.test_slice, ds.n_covariate_cols:]
+            test = ds.data[0, ds.test_slice, ds.n_covariate_cols :]
             i = 0  # first test sample: forecast from the first test step
             c = test.shape[1] - 1  # last target column (OT for ETT)
-            hist = ds.data[0, ds.valid_slice, ds.n_covariate_cols + c][-4 * h:]
-            paths.append(str(plots.plot_forecast_example(
-                hist, p["target"][i, :, c], p["pred"][i, :, c], out / "forecast_example.png",
-                title=f"{res['dataset']}: {h}-step forecast of {ds.target_cols[c]} (scaled)")))
+            hist = ds.data[0, ds.valid_slice, ds.n_covariate_cols + c][-4 * h :]
+            paths.append(
+                str(
+                    plots.plot_forecast_example(
+                        hist,
+                        p["target"][i, :, c],
+                        p["pred"][i, :, c],
+                        out / "forecast_example.png",
+                        title=f"{res['dataset']}: {h}-step forecast of {ds.target_cols[c]} (scaled)",
+                    )
+                )
+            )
     return paths
 
 
@@ -143,7 +181,9 @@ def cmd_fit(args) -> int:
 
     recipe = _recipe_from_args(args)
     if not recipe.get("data"):
-        raise ConfigError("no data given: pass --data (e.g. ucr:GunPoint or ett:ETTh1) or set 'data' in the recipe")
+        raise ConfigError(
+            "no data given: pass --data (e.g. ucr:GunPoint or ett:ETTh1) or set 'data' in the recipe"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "lightning"
@@ -155,15 +195,26 @@ def cmd_fit(args) -> int:
     if hasattr(ds, "scaler"):
         extra["data_scaler"] = ds.scaler.state_dict()
     model.save(out, extra=extra)
-    metrics = {"command": "fit", "recipe": recipe, "n_iters": model.n_iters_, "final_loss": model.losses_[-1]
-               if model.losses_ else None, "losses": model.losses_, "fit_time_s": secs, "resumed": resumed}
+    metrics = {
+        "command": "fit",
+        "recipe": recipe,
+        "n_iters": model.n_iters_,
+        "final_loss": model.losses_[-1] if model.losses_ else None,
+        "losses": model.losses_,
+        "fit_time_s": secs,
+        "resumed": resumed,
+    }
     if args.eval:
         res = _evaluate_and_report(model, ds, recipe, out)
         metrics["eval"] = _clean(res)
     plots.plot_training_curve(model.losses_, out / "training_loss.png")
     _write_metrics(out, metrics)
-    print(_table([[recipe.get("data"), model.n_iters_, metrics["final_loss"], round(secs, 1)]],
-                 ["data", "iters", "final_loss", "fit_s"]))
+    print(
+        _table(
+            [[recipe.get("data"), model.n_iters_, metrics["final_loss"], round(secs, 1)]],
+            ["data", "iters", "final_loss", "fit_s"],
+        )
+    )
     print(f"checkpoint: {out}/config.json + model.safetensors; metrics: {out}/metrics.json")
     return 0
 
@@ -171,8 +222,14 @@ def cmd_fit(args) -> int:
 def _evaluate_and_report(model, ds, recipe, out: Path) -> dict:
     from tscl.pipelines import evaluate
 
-    res = evaluate(model, ds, protocol=recipe.get("protocol") or "svm", horizons=recipe.get("horizons"),
-                   padding=int(recipe.get("padding") or 200), return_predictions=True)
+    res = evaluate(
+        model,
+        ds,
+        protocol=recipe.get("protocol") or "svm",
+        horizons=recipe.get("horizons"),
+        padding=int(recipe.get("padding") or 200),
+        return_predictions=True,
+    )
     _print_eval(res)
     res["plots"] = _plot_eval(res, out, model, ds)
     return res
@@ -208,8 +265,10 @@ def cmd_eval(args) -> int:
     from tscl.pipelines import is_forecast
 
     if (args.task == "forecast") != is_forecast(ds):
-        raise ConfigError(f"'tscl eval {args.task}' does not fit dataset {ds.name!r} "
-                          f"(use eval {'forecast' if is_forecast(ds) else 'classify'})")
+        raise ConfigError(
+            f"'tscl eval {args.task}' does not fit dataset {ds.name!r} "
+            f"(use eval {'forecast' if is_forecast(ds) else 'classify'})"
+        )
     if args.protocol:
         recipe["protocol"] = args.protocol
     if getattr(args, "horizons", None):
@@ -241,11 +300,18 @@ def cmd_encode(args) -> int:
         try:
             win = int(win)
         except ValueError:
-            raise ConfigError(f"--encoding-window must be full_series, none or an integer, got {win!r}") from None
+            raise ConfigError(
+                f"--encoding-window must be full_series, none or an integer, got {win!r}"
+            ) from None
     if args.sliding_padding is not None and not args.causal:
         raise ConfigError("--sliding-padding applies to --causal encoding only")
-    Z = model.encode(X, encoding_window=win, causal=args.causal, sliding_length=1 if args.causal else None,
-                     sliding_padding=200 if args.sliding_padding is None else args.sliding_padding)
+    Z = model.encode(
+        X,
+        encoding_window=win,
+        causal=args.causal,
+        sliding_length=1 if args.causal else None,
+        sliding_padding=200 if args.sliding_padding is None else args.sliding_padding,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, Z)
@@ -294,10 +360,22 @@ def cmd_quickstart(args) -> int:
         bars.append({"dataset": name, "accuracy": res["accuracy"], "reference": ref.get("paper")})
     metrics: dict[str, Any] = {"command": "quickstart", "seed": args.seed, "classification": results}
     print("\nUCR/UEA classification (TS2Vec protocol: SVM on max-pooled representations), seed", args.seed)
-    print(_table(rows, ["dataset", "accuracy", "ts2vec_paper", f"ts2vec_impl_seed{args.seed}", "fit_s",
-                        "ts2vec_fit_s"]))
-    plot_paths = [str(plots.plot_classification(bars, out / "classification.png",
-                                                title="tscl vs TS2Vec paper: test accuracy"))]
+    print(
+        _table(
+            rows,
+            ["dataset", "accuracy", "ts2vec_paper", f"ts2vec_impl_seed{args.seed}", "fit_s", "ts2vec_fit_s"],
+        )
+    )
+    plot_paths = [
+        str(
+            plots.plot_classification(
+                bars,
+                out / "classification.png",
+                title="tscl vs TS2Vec paper: test accuracy",
+                series=("tscl", "TS2Vec paper"),
+            )
+        )
+    ]
     if args.ett:
         ds = load_data(f"ett:{args.ett}", univariate=True)
         print(f"\n[{ds.name}] univariate forecasting: pretraining on the train slice ...")
@@ -310,8 +388,10 @@ def cmd_quickstart(args) -> int:
     metrics["plots"] = plot_paths
     metrics["total_time_s"] = time.perf_counter() - t_start
     _write_metrics(out, metrics)
-    print(f"\ndone in {metrics['total_time_s']:.0f} s; metrics: {out}/metrics.json; plots: "
-          + ", ".join(Path(p).name for p in plot_paths))
+    print(
+        f"\ndone in {metrics['total_time_s']:.0f} s; metrics: {out}/metrics.json; plots: "
+        + ", ".join(Path(p).name for p in plot_paths)
+    )
     return 0
 
 
@@ -325,16 +405,23 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tscl", description="Contrastive self-supervised learning for time series.")
+    p = argparse.ArgumentParser(
+        prog="tscl", description="Contrastive self-supervised learning for time series."
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command")
 
-    f = sub.add_parser("fit", help="pretrain an encoder on a dataset's train split and save a safe checkpoint",
-                       description="Pretrain on the train split. Re-running the same command after an interruption "
-                                   "resumes from OUT/lightning/last.ckpt.")
+    f = sub.add_parser(
+        "fit",
+        help="pretrain an encoder on a dataset's train split and save a safe checkpoint",
+        description="Pretrain on the train split. Re-running the same command after an interruption "
+        "resumes from OUT/lightning/last.ckpt.",
+    )
     _add_data_args(f)
     _add_model_args(f)
-    f.add_argument("--recipe", help="YAML recipe (keys as the options, with underscores); options override it")
+    f.add_argument(
+        "--recipe", help="YAML recipe (keys as the options, with underscores); options override it"
+    )
     f.add_argument("--out", required=True, help="output folder (checkpoint, metrics.json, plots)")
     f.add_argument("--eval", action="store_true", help="evaluate on the dataset's protocol after training")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -342,10 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: classify (SVM probe) or forecast (ridge probe)")
     esub = e.add_subparsers(dest="task", required=True)
-    for task, helptext in (("classify", "UCR/UEA protocol: SVM on full-series representations"),
-                           ("forecast", "TS2Vec protocol: ridge on causal representations, MSE/MAE per horizon")):
+    for task, helptext in (
+        ("classify", "UCR/UEA protocol: SVM on full-series representations"),
+        ("forecast", "TS2Vec protocol: ridge on causal representations, MSE/MAE per horizon"),
+    ):
         t = esub.add_parser(task, help=helptext)
-        t.add_argument("--checkpoint", required=True, help="folder written by tscl fit / ContrastiveModel.save")
+        t.add_argument(
+            "--checkpoint", required=True, help="folder written by tscl fit / ContrastiveModel.save"
+        )
         _add_data_args(t)
         t.add_argument("--out", help="output folder (default: CHECKPOINT/eval-<dataset>)")
         t.add_argument("--device", default=None)
@@ -361,9 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpoint", required=True)
     _add_data_args(c)
     c.add_argument("--split", choices=["train", "test"], default="test", help="classification data split")
-    c.add_argument("--encoding-window", default=None,
-                   help="full_series (default; none with --causal), none (per step), or an int pooling window")
-    c.add_argument("--causal", action="store_true", help="causal sliding encoding (each step sees only its past)")
+    c.add_argument(
+        "--encoding-window",
+        default=None,
+        help="full_series (default; none with --causal), none (per step), or an int pooling window",
+    )
+    c.add_argument(
+        "--causal", action="store_true", help="causal sliding encoding (each step sees only its past)"
+    )
     c.add_argument("--sliding-padding", type=int, default=None, help="context steps for --causal (200)")
     c.add_argument("--device", default=None)
     c.add_argument("--out", required=True, help="output .npy path")

@@ -43,8 +43,10 @@ def _check_resumable(ckpt_path: str, module) -> None:
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable / truncated / not a checkpoint
-        raise CheckpointError(f"cannot resume from {ckpt_path}: the file is not a readable checkpoint "
-                              f"({type(exc).__name__}: {str(exc)[:200]}); delete it to start afresh") from exc
+        raise CheckpointError(
+            f"cannot resume from {ckpt_path}: the file is not a readable checkpoint "
+            f"({type(exc).__name__}: {str(exc)[:200]}); delete it to start afresh"
+        ) from exc
     theirs = ckpt.get("tscl_fingerprint") if isinstance(ckpt, dict) else None
     ours = json.loads(json.dumps(module.fingerprint))
     if theirs != ours:
@@ -54,16 +56,22 @@ def _check_resumable(ckpt_path: str, module) -> None:
                 if theirs.get(key) != ours.get(key):
                     diffs.append(f"{key}: {theirs.get(key)} there, {ours.get(key)} now")
             tp, op = theirs.get("params", {}), ours["params"]
-            diffs += [f"{k}: {tp.get(k)!r} there, {op.get(k)!r} now" for k in sorted(set(tp) | set(op))
-                      if tp.get(k) != op.get(k)]
+            diffs += [
+                f"{k}: {tp.get(k)!r} there, {op.get(k)!r} now"
+                for k in sorted(set(tp) | set(op))
+                if tp.get(k) != op.get(k)
+            ]
         raise CheckpointError(
             f"{ckpt_path} belongs to a different run ({'; '.join(diffs[:6]) or 'no run fingerprint'}); "
-            "use another output folder, or delete that checkpoint to start afresh")
+            "use another output folder, or delete that checkpoint to start afresh"
+        )
     expected = set(module.state_dict())
     found = set(ckpt.get("state_dict", {}))
     if expected != found:
-        raise CheckpointError(f"{ckpt_path} does not match the model (missing {sorted(expected - found)[:3]}, "
-                              f"unexpected {sorted(found - expected)[:3]}); delete it to start afresh")
+        raise CheckpointError(
+            f"{ckpt_path} does not match the model (missing {sorted(expected - found)[:3]}, "
+            f"unexpected {sorted(found - expected)[:3]}); delete it to start afresh"
+        )
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -158,12 +166,25 @@ class ContrastiveModel:
     # ------------------------------------------------------------------------------------------- configuration
     def get_params(self) -> dict[str, Any]:
         return {
-            "input_dims": self.input_dims, "encoder": self.encoder, "augmenter": self.augmenter,
-            "output_dims": self.output_dims, "hidden_dims": self.hidden_dims, "depth": self.depth,
-            "loss": self.loss, "temporal_unit": self.temporal_unit, "lr": self.lr, "batch_size": self.batch_size,
-            "max_train_length": self.max_train_length, "seed": self.seed, "precision": self.precision,
-            "device": self.device, "swa": self.swa, "single_pass": self.single_pass, "scale": self.scale,
-            "encoder_kwargs": self.encoder_kwargs, "loss_kwargs": self.loss_kwargs,
+            "input_dims": self.input_dims,
+            "encoder": self.encoder,
+            "augmenter": self.augmenter,
+            "output_dims": self.output_dims,
+            "hidden_dims": self.hidden_dims,
+            "depth": self.depth,
+            "loss": self.loss,
+            "temporal_unit": self.temporal_unit,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "max_train_length": self.max_train_length,
+            "seed": self.seed,
+            "precision": self.precision,
+            "device": self.device,
+            "swa": self.swa,
+            "single_pass": self.single_pass,
+            "scale": self.scale,
+            "encoder_kwargs": self.encoder_kwargs,
+            "loss_kwargs": self.loss_kwargs,
             "augmenter_kwargs": self.augmenter_kwargs,
         }
 
@@ -185,7 +206,9 @@ class ContrastiveModel:
             raise ConfigError(f"max_train_length must be >= 2 or None, got {self.max_train_length}")
         unknown = set(self.augmenter_kwargs) - {"transforms", "mask_p", "mask_mode"}
         if unknown:
-            raise ConfigError(f"unknown augmenter_kwargs {sorted(unknown)}; allowed: transforms, mask_p, mask_mode")
+            raise ConfigError(
+                f"unknown augmenter_kwargs {sorted(unknown)}; allowed: transforms, mask_p, mask_mode"
+            )
 
     @property
     def bf16(self) -> bool:
@@ -196,8 +219,14 @@ class ContrastiveModel:
         from tscl.methods.pretrain import ContrastivePretraining
 
         torch.manual_seed(self.seed)
-        enc = _encoders.get(self.encoder, input_dims=self.input_dims, output_dims=self.output_dims,
-                            hidden_dims=self.hidden_dims, depth=self.depth, **self.encoder_kwargs)
+        enc = _encoders.get(
+            self.encoder,
+            input_dims=self.input_dims,
+            output_dims=self.output_dims,
+            hidden_dims=self.hidden_dims,
+            depth=self.depth,
+            **self.encoder_kwargs,
+        )
         loss_kwargs = dict(self.loss_kwargs)
         if self.loss == "hierarchical":
             if "temporal_unit" in loss_kwargs:
@@ -206,12 +235,23 @@ class ContrastiveModel:
         loss = _losses.get(self.loss, **loss_kwargs)
         names = self.augmenter_kwargs.get("transforms") or []
         transforms = fixed.Compose([fixed.get(n) for n in names]) if names else None
-        tmask = fixed.TimestampMask(p=float(self.augmenter_kwargs.get("mask_p", 0.5)),
-                                    mode=self.augmenter_kwargs.get("mask_mode", "binomial"))
+        tmask = fixed.TimestampMask(
+            p=float(self.augmenter_kwargs.get("mask_p", 0.5)),
+            mode=self.augmenter_kwargs.get("mask_mode", "binomial"),
+        )
         self.module_ = ContrastivePretraining(
-            enc, loss, data, sequence_loss=self.loss in _losses.SEQUENCE_LOSSES, batch_size=self.batch_size,
-            lr=self.lr, seed=self.seed, max_train_length=self.max_train_length, transforms=transforms,
-            crop=fixed.OverlapCrop(temporal_unit=self.temporal_unit), timestamp_mask=tmask, swa=self.swa,
+            enc,
+            loss,
+            data,
+            sequence_loss=self.loss in _losses.SEQUENCE_LOSSES,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            max_train_length=self.max_train_length,
+            transforms=transforms,
+            crop=fixed.OverlapCrop(temporal_unit=self.temporal_unit),
+            timestamp_mask=tmask,
+            swa=self.swa,
             single_pass=self.single_pass,
         )
         return self.module_
@@ -222,12 +262,22 @@ class ContrastiveModel:
 
         arr = as_panel(X, name="X", min_length=min_length)
         if self.input_dims is not None and arr.shape[2] != self.input_dims:
-            raise DataError(f"X has {arr.shape[2]} channels but the model expects input_dims={self.input_dims}")
+            raise DataError(
+                f"X has {arr.shape[2]} channels but the model expects input_dims={self.input_dims}"
+            )
         return arr
 
     # ------------------------------------------------------------------------------------------- fit
-    def fit(self, X, n_iters: int | None = None, n_epochs: int | None = None, *, checkpoint_dir: str | None = None,
-            checkpoint_every: int = 20, progress: bool = True) -> ContrastiveModel:
+    def fit(
+        self,
+        X,
+        n_iters: int | None = None,
+        n_epochs: int | None = None,
+        *,
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int = 20,
+        progress: bool = True,
+    ) -> ContrastiveModel:
         """Train the encoder on ``X`` without labels.
 
         ``n_iters`` / ``n_epochs``: when neither is given, TS2Vec's rule (200 iterations for <= 100,000 values, else
@@ -263,8 +313,10 @@ class ContrastiveModel:
             raise ConfigError(f"n_iters must be >= 1, got {n_iters}")
 
         if self.loss not in _losses.SEQUENCE_LOSSES and min(self.batch_size, train.shape[0]) < 2:
-            raise ConfigError(f"loss {self.loss!r} contrasts series within a batch and needs at least 2 training "
-                              f"series per batch; got {train.shape[0]} series with batch_size={self.batch_size}")
+            raise ConfigError(
+                f"loss {self.loss!r} contrasts series within a batch and needs at least 2 training "
+                f"series per batch; got {train.shape[0]} series with batch_size={self.batch_size}"
+            )
 
         data = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG state untouched
@@ -281,15 +333,30 @@ class ContrastiveModel:
                 ckpt_path = str(ckdir / "last.ckpt")
                 _check_resumable(ckpt_path, module)
         precision = {"32": "32-true", "bf16": "bf16-mixed"}.get(self.precision, self.precision)
-        with tempfile.TemporaryDirectory(prefix="tscl-") as root, warnings.catch_warnings(), _quiet_lightning():
-            warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|"
-                                    r"LeafSpec|treespec|GPU available|TPU available|Checkpoint directory).*")
+        with (
+            tempfile.TemporaryDirectory(prefix="tscl-") as root,
+            warnings.catch_warnings(),
+            _quiet_lightning(),
+        ):
+            warnings.filterwarnings(
+                "ignore",
+                message=r".*(num_workers|does not have many workers|"
+                r"LeafSpec|treespec|GPU available|TPU available|Checkpoint directory).*",
+            )
             trainer = L.Trainer(
-                max_steps=n_iters, max_epochs=1, accelerator="gpu" if device.type == "cuda" else device.type,
-                devices=[device.index] if device.index is not None else 1, precision=precision, logger=False,
+                max_steps=n_iters,
+                max_epochs=1,
+                accelerator="gpu" if device.type == "cuda" else device.type,
+                devices=[device.index] if device.index is not None else 1,
+                precision=precision,
+                logger=False,
                 enable_checkpointing=False,
-                callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
-                default_root_dir=root, num_sanity_val_steps=0, deterministic=False,
+                callbacks=callbacks,
+                enable_progress_bar=progress,
+                enable_model_summary=False,
+                default_root_dir=root,
+                num_sanity_val_steps=0,
+                deterministic=False,
                 log_every_n_steps=1,
             )
             loader = torch.utils.data.DataLoader(StepIndex(n_iters), batch_size=1, shuffle=False)
@@ -326,14 +393,24 @@ class ContrastiveModel:
             w = int(encoding_window)
             if w < 1:
                 raise ConfigError(f"encoding_window must be >= 1, got {w}")
-            pooled = torch.nn.functional.max_pool1d(out.transpose(1, 2), kernel_size=w, stride=1, padding=w // 2)
+            pooled = torch.nn.functional.max_pool1d(
+                out.transpose(1, 2), kernel_size=w, stride=1, padding=w // 2
+            )
             if w % 2 == 0:
                 pooled = pooled[..., :-1]
             return pooled.transpose(1, 2)
         raise ConfigError(f"encoding_window must be None, 'full_series' or an int, got {encoding_window!r}")
 
-    def encode(self, X, mask=None, encoding_window=None, causal: bool = False, sliding_length: int | None = None,
-               sliding_padding: int = 0, batch_size: int | None = None) -> np.ndarray:
+    def encode(
+        self,
+        X,
+        mask=None,
+        encoding_window=None,
+        causal: bool = False,
+        sliding_length: int | None = None,
+        sliding_padding: int = 0,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
         """Representations of ``X`` ``(N, T, C)``.
 
         * ``encoding_window=None``: per step, ``(N, T, D)``; ``"full_series"``: max-pooled, ``(N, D)``;
@@ -369,21 +446,34 @@ class ContrastiveModel:
                         outs.append(self._pool(net(xb, mb).float(), encoding_window).cpu())
                     out = torch.cat(outs, 0)
                 else:
-                    out = self._encode_sliding(net, x_all, m_all, int(sliding_length), int(sliding_padding),
-                                               causal, encoding_window, batch_size, device)
+                    out = self._encode_sliding(
+                        net,
+                        x_all,
+                        m_all,
+                        int(sliding_length),
+                        int(sliding_padding),
+                        causal,
+                        encoding_window,
+                        batch_size,
+                        device,
+                    )
         finally:
             net.train(was_training)
         if encoding_window == "full_series":
             out = out.squeeze(1)
         return out.numpy()
 
-    def _encode_sliding(self, net, x_all, m_all, length, padding, causal, encoding_window, batch_size, device):
+    def _encode_sliding(
+        self, net, x_all, m_all, length, padding, causal, encoding_window, batch_size, device
+    ):
         """All windows ``[s - padding, s + length (+ padding))`` for ``s = 0, length, 2*length, ...``, batched
         ``batch_size`` windows at a time across series and positions (missing context is NaN)."""
         from tscl.augment.fixed import take_windows
 
         if length < 1 or padding < 0:
-            raise ConfigError(f"sliding_length must be >= 1 and sliding_padding >= 0, got {length}, {padding}")
+            raise ConfigError(
+                f"sliding_length must be >= 1 and sliding_padding >= 0, got {length}, {padding}"
+            )
         N, T, _ = x_all.shape
         starts = torch.arange(0, T, length)
         win = padding + length + (0 if causal else padding)
@@ -397,7 +487,11 @@ class ContrastiveModel:
             xb = take_windows(x_all, rows, st, win).to(device)
             mb = None
             if m_float is not None:
-                mb = torch.nan_to_num(take_windows(m_float, rows, st, win).squeeze(-1), nan=0.0).bool().to(device)
+                mb = (
+                    torch.nan_to_num(take_windows(m_float, rows, st, win).squeeze(-1), nan=0.0)
+                    .bool()
+                    .to(device)
+                )
             z = net(xb, mb).float()
             if encoding_window == "full_series":
                 z = z[:, padding : padding + length].amax(dim=1, keepdim=True)
@@ -415,8 +509,12 @@ class ContrastiveModel:
         """Write ``path/config.json`` + ``path/model.safetensors`` (the inference encoder's weights)."""
         self._check_fitted()
         tensors = {f"encoder.{k}": v.detach() for k, v in self.net_.state_dict().items()}
-        config = {"params": self.get_params(), "n_iters": self.n_iters_, "losses": self.losses_,
-                  "scaler": None if self.scaler_ is None else self.scaler_.state_dict()}
+        config = {
+            "params": self.get_params(),
+            "n_iters": self.n_iters_,
+            "losses": self.losses_,
+            "scaler": None if self.scaler_ is None else self.scaler_.state_dict(),
+        }
         return save_checkpoint(path, kind="ContrastiveModel", config=config, tensors=tensors, extra=extra)
 
     @classmethod
@@ -425,7 +523,9 @@ class ContrastiveModel:
 
     def __repr__(self) -> str:
         p = self.get_params()
-        return "ContrastiveModel(" + ", ".join(f"{k}={v!r}" for k, v in p.items() if v not in ({}, None)) + ")"
+        return (
+            "ContrastiveModel(" + ", ".join(f"{k}={v!r}" for k, v in p.items() if v not in ({}, None)) + ")"
+        )
 
 
 def load(path: str | os.PathLike, device: str | None = None) -> ContrastiveModel:
@@ -439,7 +539,9 @@ def load(path: str | os.PathLike, device: str | None = None) -> ContrastiveModel
         raise CheckpointError(f"{path}: config.json has no config.params section") from exc
     if device is not None:
         params["device"] = device
-    allowed = set(ContrastiveModel.__init__.__code__.co_varnames[1 : ContrastiveModel.__init__.__code__.co_argcount])
+    allowed = set(
+        ContrastiveModel.__init__.__code__.co_varnames[1 : ContrastiveModel.__init__.__code__.co_argcount]
+    )
     unknown = set(params) - allowed
     if unknown:
         raise CheckpointError(f"{path}: unknown parameters in config.json: {sorted(unknown)}")
@@ -452,7 +554,7 @@ def load(path: str | os.PathLike, device: str | None = None) -> ContrastiveModel
     with torch.random.fork_rng(devices=[]):
         module = model._build(torch.zeros(1, 1, model.input_dims))
     net = module.encoder_for_inference()
-    enc_tensors = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    enc_tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
     extra_keys = sorted(set(tensors) - {f"encoder.{k}" for k in enc_tensors})
     if extra_keys:
         raise CheckpointError(f"{path}: unexpected tensors in model.safetensors: {extra_keys[:5]}")
@@ -471,7 +573,8 @@ def load(path: str | os.PathLike, device: str | None = None) -> ContrastiveModel
         except Exception as exc:  # malformed scaler state
             raise CheckpointError(f"{path}: invalid scaler state in config.json: {exc}") from exc
         if len(model.scaler_.mean_) != model.input_dims:
-            raise CheckpointError(f"{path}: the scaler has {len(model.scaler_.mean_)} channels, the model "
-                                  f"{model.input_dims}")
+            raise CheckpointError(
+                f"{path}: the scaler has {len(model.scaler_.mean_)} channels, the model {model.input_dims}"
+            )
     model.checkpoint_extra_ = cfg.get("extra", {})
     return model

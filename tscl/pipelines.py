@@ -15,12 +15,41 @@ import yaml
 
 from tscl.errors import ConfigError
 
-__all__ = ["RECIPE_KEYS", "MODEL_KEYS", "load_recipe", "check_recipe", "load_data", "training_panel",
-           "build_model", "fit_model", "evaluate", "classification_reference", "forecast_reference"]
+__all__ = [
+    "RECIPE_KEYS",
+    "MODEL_KEYS",
+    "load_recipe",
+    "check_recipe",
+    "load_data",
+    "training_panel",
+    "build_model",
+    "fit_model",
+    "evaluate",
+    "classification_reference",
+    "forecast_reference",
+]
 
-MODEL_KEYS = ("encoder", "augmenter", "output_dims", "hidden_dims", "depth", "loss", "temporal_unit", "lr",
-              "batch_size", "max_train_length", "seed", "precision", "device", "swa", "single_pass", "scale",
-              "encoder_kwargs", "loss_kwargs", "augmenter_kwargs")
+MODEL_KEYS = (
+    "encoder",
+    "augmenter",
+    "output_dims",
+    "hidden_dims",
+    "depth",
+    "loss",
+    "temporal_unit",
+    "lr",
+    "batch_size",
+    "max_train_length",
+    "seed",
+    "precision",
+    "device",
+    "swa",
+    "single_pass",
+    "scale",
+    "encoder_kwargs",
+    "loss_kwargs",
+    "augmenter_kwargs",
+)
 FIT_KEYS = ("n_iters", "n_epochs", "checkpoint_every")
 DATA_KEYS = ("data", "univariate", "target")
 EVAL_KEYS = ("protocol", "horizons", "padding")
@@ -28,19 +57,43 @@ RECIPE_KEYS = DATA_KEYS + MODEL_KEYS + FIT_KEYS + EVAL_KEYS
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "data": (str,), "univariate": (bool,), "target": (str,), "encoder": (str,), "augmenter": (str,),
-    "output_dims": (int,), "hidden_dims": (int,), "depth": (int,), "loss": (str,), "temporal_unit": (int,),
-    "lr": (float, int), "batch_size": (int,), "max_train_length": (int,), "seed": (int,), "precision": (str,),
-    "device": (str,), "swa": (bool,), "single_pass": (bool,), "scale": (bool,), "encoder_kwargs": (dict,),
-    "loss_kwargs": (dict,), "augmenter_kwargs": (dict,), "n_iters": (int,), "n_epochs": (int,),
-    "checkpoint_every": (int,), "protocol": (str,), "horizons": (list, tuple), "padding": (int,),
+    "data": (str,),
+    "univariate": (bool,),
+    "target": (str,),
+    "encoder": (str,),
+    "augmenter": (str,),
+    "output_dims": (int,),
+    "hidden_dims": (int,),
+    "depth": (int,),
+    "loss": (str,),
+    "temporal_unit": (int,),
+    "lr": (float, int),
+    "batch_size": (int,),
+    "max_train_length": (int,),
+    "seed": (int,),
+    "precision": (str,),
+    "device": (str,),
+    "swa": (bool,),
+    "single_pass": (bool,),
+    "scale": (bool,),
+    "encoder_kwargs": (dict,),
+    "loss_kwargs": (dict,),
+    "augmenter_kwargs": (dict,),
+    "n_iters": (int,),
+    "n_epochs": (int,),
+    "checkpoint_every": (int,),
+    "protocol": (str,),
+    "horizons": (list, tuple),
+    "padding": (int,),
 }
 
 
 def check_recipe(recipe: dict[str, Any], *, source: str = "recipe") -> dict[str, Any]:
     """Validate a recipe: known keys only, each value of the right type (None means "default")."""
     if not isinstance(recipe, dict):
-        raise ConfigError(f"{source}: a recipe must be a mapping of option: value, got {type(recipe).__name__}")
+        raise ConfigError(
+            f"{source}: a recipe must be a mapping of option: value, got {type(recipe).__name__}"
+        )
     unknown = sorted(set(recipe) - set(RECIPE_KEYS))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; allowed keys: {', '.join(RECIPE_KEYS)}")
@@ -70,7 +123,9 @@ def load_data(spec: str, *, univariate: bool = False, target: str = "OT"):
 
     if spec.lower().startswith(("ucr:", "uea:")):
         if univariate:
-            raise ConfigError("--univariate applies to forecasting data (ett:..., .csv), not to classification sets")
+            raise ConfigError(
+                "--univariate applies to forecasting data (ett:..., .csv), not to classification sets"
+            )
         return load(spec)
     return load(spec, univariate=univariate, target=target)
 
@@ -93,19 +148,31 @@ def build_model(recipe: dict[str, Any]):
     return ContrastiveModel(**params)
 
 
-def fit_model(recipe: dict[str, Any], ds=None, *, checkpoint_dir: str | Path | None = None, progress: bool = True):
+def fit_model(
+    recipe: dict[str, Any], ds=None, *, checkpoint_dir: str | Path | None = None, progress: bool = True
+):
     """Build and fit a model on the training split of ``recipe['data']``; returns ``(model, dataset, seconds)``."""
     recipe = check_recipe(recipe)
     if ds is None:
         if not recipe.get("data"):
-            raise ConfigError("no data given: pass --data (e.g. ucr:GunPoint or ett:ETTh1) or set 'data' in the recipe")
-        ds = load_data(recipe["data"], univariate=bool(recipe.get("univariate", False)),
-                       target=recipe.get("target") or "OT")
+            raise ConfigError(
+                "no data given: pass --data (e.g. ucr:GunPoint or ett:ETTh1) or set 'data' in the recipe"
+            )
+        ds = load_data(
+            recipe["data"],
+            univariate=bool(recipe.get("univariate", False)),
+            target=recipe.get("target") or "OT",
+        )
     model = build_model(recipe)
     t0 = time.perf_counter()
-    model.fit(training_panel(ds), n_iters=recipe.get("n_iters"), n_epochs=recipe.get("n_epochs"),
-              checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
-              checkpoint_every=int(recipe.get("checkpoint_every") or 20), progress=progress)
+    model.fit(
+        training_panel(ds),
+        n_iters=recipe.get("n_iters"),
+        n_epochs=recipe.get("n_epochs"),
+        checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+        checkpoint_every=int(recipe.get("checkpoint_every") or 20),
+        progress=progress,
+    )
     return model, ds, time.perf_counter() - t0
 
 
@@ -123,23 +190,46 @@ def forecast_reference(ds) -> dict[int, tuple[float, float]] | None:
     return TS2VEC_ETTH1["univariate" if ds.univariate else "multivariate"]
 
 
-def evaluate(model, ds, *, protocol: str = "svm", horizons=None, padding: int = 200, seed: int = 0,
-             return_predictions: bool = False) -> dict[str, Any]:
+def evaluate(
+    model,
+    ds,
+    *,
+    protocol: str = "svm",
+    horizons=None,
+    padding: int = 200,
+    seed: int = 0,
+    return_predictions: bool = False,
+) -> dict[str, Any]:
     """Evaluate with the dataset's protocol: classification (SVM on full-series representations) or forecasting
     (ridge on causal representations). Returns a JSON-able dict (plus ``_predictions`` when asked)."""
     if is_forecast(ds):
         from tscl.eval import forecast
 
-        res = forecast(model, ds, horizons=tuple(horizons or ds.horizons), padding=padding,
-                       return_predictions=return_predictions)
+        res = forecast(
+            model,
+            ds,
+            horizons=tuple(horizons or ds.horizons),
+            padding=padding,
+            return_predictions=return_predictions,
+        )
         df, preds = res if return_predictions else (res, None)
-        rows = [{k: (int(v) if k == "horizon" else float(v)) for k, v in r.items()} for r in df.to_dict("records")]
-        out = {"task": "forecasting", "dataset": ds.name, "univariate": bool(ds.univariate), "horizons": rows,
-               "avg": {k: float(v) for k, v in df.attrs["avg"].items()},
-               "encode_time_s": float(df.attrs.get("encode_time", float("nan")))}
+        rows = [
+            {k: (int(v) if k == "horizon" else float(v)) for k, v in r.items()} for r in df.to_dict("records")
+        ]
+        out = {
+            "task": "forecasting",
+            "dataset": ds.name,
+            "univariate": bool(ds.univariate),
+            "horizons": rows,
+            "avg": {k: float(v) for k, v in df.attrs["avg"].items()},
+            "encode_time_s": float(df.attrs.get("encode_time", float("nan"))),
+        }
         ref = forecast_reference(ds)
         if ref is not None:
-            out["reference"] = {"name": "TS2Vec (published)", "horizons": {str(h): list(v) for h, v in ref.items()}}
+            out["reference"] = {
+                "name": "TS2Vec (published)",
+                "horizons": {str(h): list(v) for h, v in ref.items()},
+            }
         if preds is not None:
             out["_predictions"] = preds
             out["_table"] = df
@@ -147,9 +237,15 @@ def evaluate(model, ds, *, protocol: str = "svm", horizons=None, padding: int = 
     from tscl.eval import classify
 
     r = classify(model, ds.X_train, ds.y_train, ds.X_test, ds.y_test, protocol=protocol, seed=seed)
-    out = {"task": "classification", "dataset": ds.name, **{k: v for k, v in r.items() if not isinstance(v, dict)}}
+    out = {
+        "task": "classification",
+        "dataset": ds.name,
+        **{k: v for k, v in r.items() if not isinstance(v, dict)},
+    }
     ref = classification_reference(ds.name)
     if ref is not None:
-        out["reference"] = {"paper": ref["paper"], "reference_impl": {str(k): v for k, v in
-                                                                    ref["reference_impl"].items()}}
+        out["reference"] = {
+            "paper": ref["paper"],
+            "reference_impl": {str(k): v for k, v in ref["reference_impl"].items()},
+        }
     return out

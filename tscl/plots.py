@@ -71,8 +71,15 @@ def _opt_float(row: dict, key: str) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _grouped_bars(ax, labels: Sequence[str], ours: np.ndarray, ref: np.ndarray, *, ours_label: str = "tscl",
-                  ref_label: str = "reference"):
+def _grouped_bars(
+    ax,
+    labels: Sequence[str],
+    ours: np.ndarray,
+    ref: np.ndarray,
+    *,
+    ours_label: str = "tscl",
+    ref_label: str = "reference",
+):
     """Bars of ``ours`` next to ``ref`` (NaN reference entries are simply not drawn), with value labels."""
     x = np.arange(len(labels))
     has_ref = bool(np.isfinite(ref).any())

@@ -599,7 +599,9 @@ def take_windows(x: Tensor, rows: Tensor, start: Tensor, length: int) -> Tensor:
     rows = torch.as_tensor(rows, device=x.device).long()
     start = torch.as_tensor(start, device=x.device).long()
     if rows.shape != start.shape or rows.dim() != 1:
-        raise DataError(f"rows and start must be 1-D and of equal length, got {tuple(rows.shape)}, {tuple(start.shape)}")
+        raise DataError(
+            f"rows and start must be 1-D and of equal length, got {tuple(rows.shape)}, {tuple(start.shape)}"
+        )
     return _take(x, rows, start, _check_int("length", length, 0))
 
 

@@ -15,8 +15,15 @@ ENCODERS: dict[str, type[nn.Module]] = {"tcn": TCNEncoder, "transformer": Transf
 DEFAULT_DEPTH = {"tcn": 10, "transformer": 3}
 
 
-def get(name: str, *, input_dims: int, output_dims: int = 320, hidden_dims: int = 64, depth: int | None = None,
-        **kwargs) -> nn.Module:
+def get(
+    name: str,
+    *,
+    input_dims: int,
+    output_dims: int = 320,
+    hidden_dims: int = 64,
+    depth: int | None = None,
+    **kwargs,
+) -> nn.Module:
     """Build the encoder called ``name`` ("tcn" or "transformer")."""
     key = str(name).lower()
     if key not in ENCODERS:
@@ -25,6 +32,8 @@ def get(name: str, *, input_dims: int, output_dims: int = 320, hidden_dims: int 
         raise ConfigError(f"input_dims must be >= 1, got {input_dims}")
     depth = DEFAULT_DEPTH[key] if depth is None else int(depth)
     try:
-        return ENCODERS[key](input_dims, output_dims=output_dims, hidden_dims=hidden_dims, depth=depth, **kwargs)
+        return ENCODERS[key](
+            input_dims, output_dims=output_dims, hidden_dims=hidden_dims, depth=depth, **kwargs
+        )
     except TypeError as exc:  # unknown keyword for that encoder
         raise ConfigError(f"bad option for encoder {name!r}: {exc}") from exc

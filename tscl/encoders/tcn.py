@@ -32,14 +32,18 @@ def apply_input_mask(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.
 class DilatedConvBlock(nn.Module):
     """``y = conv2(gelu(conv1(gelu(x)))) + proj(x)`` with dilated, length-preserving convolutions."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, final: bool = False):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, final: bool = False
+    ):
         super().__init__()
         rf = (kernel_size - 1) * dilation + 1
         self._trim = 1 if rf % 2 == 0 else 0
         pad = rf // 2
         self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, padding=pad, dilation=dilation)
         self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, dilation=dilation)
-        self.projector = nn.Conv1d(in_channels, out_channels, 1) if (in_channels != out_channels or final) else None
+        self.projector = (
+            nn.Conv1d(in_channels, out_channels, 1) if (in_channels != out_channels or final) else None
+        )
 
     def _same(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
         k, d = conv.kernel_size[0], conv.dilation[0]
@@ -110,8 +114,9 @@ class TCNEncoder(nn.Module):
             rf += 2 * (k - 1) * d
         return rf
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, valid: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encode ``x`` ``(B, T, C)`` (NaN = missing) into ``(B, T, D)``.
 
         ``mask`` ``(B, T)`` True = keep (timestamp masking on the latent). ``valid`` ``(B, T)`` True = real step,

@@ -58,8 +58,9 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(hidden_dims)
         self.output_fc = nn.Linear(hidden_dims, output_dims)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, valid: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``valid`` (``(B, T)``, False = padding) excludes padded steps as attention keys, like missing ones;
         padding must come after the real steps so that positions are unchanged."""
         observed = ~torch.isnan(x).any(dim=-1)

@@ -35,8 +35,13 @@ class HierarchicalContrastiveLoss(nn.Module):
     ``temperature=1, normalize=False``, i.e. exactly TS2Vec's terms).
     """
 
-    def __init__(self, alpha: float = 0.5, temporal_unit: int = 0, instance_loss: nn.Module | None = None,
-                 temporal_loss: nn.Module | None = None):
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        temporal_unit: int = 0,
+        instance_loss: nn.Module | None = None,
+        temporal_loss: nn.Module | None = None,
+    ):
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
@@ -49,7 +54,9 @@ class HierarchicalContrastiveLoss(nn.Module):
     def _instance(self, z1, z2):
         if z1.shape[0] < 2:
             return z1.sum() * 0.0
-        return self.instance_loss(z1.transpose(0, 1), z2.transpose(0, 1))  # (T, B, D): contrast within each step
+        return self.instance_loss(
+            z1.transpose(0, 1), z2.transpose(0, 1)
+        )  # (T, B, D): contrast within each step
 
     def _temporal(self, z1, z2):
         if z1.shape[1] < 2:

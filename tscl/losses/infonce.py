@@ -17,7 +17,9 @@ __all__ = ["NTXentLoss", "InfoNCELoss", "TemperatureLoss", "check_pair"]
 def check_pair(z1: torch.Tensor, z2: torch.Tensor, *, min_n: int = 1, what: str = "loss") -> None:
     """Raise :class:`DataError` unless ``z1`` and ``z2`` are same-shape ``(..., N, D)`` with ``N >= min_n``."""
     if z1.shape != z2.shape:
-        raise DataError(f"{what}: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise DataError(
+            f"{what}: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if z1.dim() < 2:
         raise DataError(f"{what}: expected (..., N, D) tensors, got shape {tuple(z1.shape)}")
     if z1.shape[-2] < min_n:
@@ -25,7 +27,7 @@ def check_pair(z1: torch.Tensor, z2: torch.Tensor, *, min_n: int = 1, what: str 
 
 
 class TemperatureLoss(nn.Module):
-    """Base class of losses with a temperature :math:`\tau > 0`, fixed or learnable (as :math:`\log\tau`)."""
+    r"""Base class of losses with a temperature :math:`\tau > 0`, fixed or learnable (as :math:`\log\tau`)."""
 
     def __init__(self, temperature: float, learnable_temperature: bool = False):
         super().__init__()
@@ -60,8 +62,13 @@ class NTXentLoss(TemperatureLoss):
     tiled over row blocks so the (2N, 2N) score matrix is never materialised.
     """
 
-    def __init__(self, temperature: float = 0.5, normalize: bool = True, learnable_temperature: bool = False,
-                 chunk_size: int | None = None):
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        normalize: bool = True,
+        learnable_temperature: bool = False,
+        chunk_size: int | None = None,
+    ):
         super().__init__(temperature, learnable_temperature)
         self.normalize, self.chunk_size = normalize, chunk_size
 
@@ -88,8 +95,13 @@ class InfoNCELoss(TemperatureLoss):
     ``symmetric=True`` averages :math:`\mathcal{L}_{1\to 2}` and :math:`\mathcal{L}_{2\to 1}`.
     """
 
-    def __init__(self, temperature: float = 0.1, normalize: bool = True, symmetric: bool = True,
-                 learnable_temperature: bool = False):
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        normalize: bool = True,
+        symmetric: bool = True,
+        learnable_temperature: bool = False,
+    ):
         super().__init__(temperature, learnable_temperature)
         self.normalize, self.symmetric = normalize, symmetric
 

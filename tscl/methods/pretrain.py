@@ -28,7 +28,9 @@ __all__ = ["ContrastivePretraining", "StepIndex", "AtomicLastCheckpoint", "step_
 
 def step_seed(seed: int, step: int, stream: int = 0) -> int:
     """A 63-bit seed for (run seed, step, stream), well mixed (SplitMix64 finaliser)."""
-    z = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) & (2**64 - 1)
+    z = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) & (
+        2**64 - 1
+    )
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
     return (z ^ (z >> 31)) & (2**63 - 1)
@@ -85,13 +87,13 @@ class AtomicLastCheckpoint(L.Callback):
 
 class ContrastivePretraining(L.LightningModule):
     """Args:
-        encoder: ``(B, T, C) -> (B, T, D)`` module taking ``mask`` (``(B, T)`` bool, True = keep).
-        loss: a sequence loss on ``(B, T, D)`` pairs (hierarchical) or a pairwise loss on ``(B, D)`` pairs
-            (then the overlap representations are max-pooled over time first); ``sequence_loss`` says which.
-        data: training panel ``(N, T, C)`` float tensor (NaN = missing); kept on the CPU, batches move to the device.
-        transforms: optional transform (e.g. a ``Compose`` of fixed augmentations) applied to each view after cropping.
-        crop / timestamp_mask: TS2Vec's view generator (overlapping crops, latent timestamp masking).
-        single_pass: encode both views in one batched forward (padded to a common length with missing steps).
+    encoder: ``(B, T, C) -> (B, T, D)`` module taking ``mask`` (``(B, T)`` bool, True = keep).
+    loss: a sequence loss on ``(B, T, D)`` pairs (hierarchical) or a pairwise loss on ``(B, D)`` pairs
+        (then the overlap representations are max-pooled over time first); ``sequence_loss`` says which.
+    data: training panel ``(N, T, C)`` float tensor (NaN = missing); kept on the CPU, batches move to the device.
+    transforms: optional transform (e.g. a ``Compose`` of fixed augmentations) applied to each view after cropping.
+    crop / timestamp_mask: TS2Vec's view generator (overlapping crops, latent timestamp masking).
+    single_pass: encode both views in one batched forward (padded to a common length with missing steps).
     """
 
     def __init__(
