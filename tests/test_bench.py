@@ -36,3 +36,15 @@ def test_bench_pretrain_reports_throughput_and_memory(tmp_path, capsys):
     assert res[1]["ratio_vs_ts2vec_impl"] == pytest.approx(ref_s / (res[1]["fit_total_s"] * 200 / 8))
     assert "x ts2vec_impl" in capsys.readouterr().out
     assert (out / "pretrain_time.png").exists()
+
+
+def test_bench_classify_summarises_seeds(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["bench", "classify", "--datasets", "ItalyPowerDemand", "--seeds", "0", "1", "--n-iters", "3",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "bench_classify.json").read_text())
+    accs = [r["accuracy"] for r in res["runs"]]
+    assert len(accs) == 2 and res["summary"][0]["mean"] == pytest.approx(sum(accs) / 2)
+    assert res["summary"][0]["paper"] == 0.961
+    assert "pts_vs_paper" in capsys.readouterr().out
+    assert (out / "classification.png").exists()

@@ -196,6 +196,19 @@ def bench_pretrain(args) -> dict[str, Any]:
     return out
 
 
+def _seed_recipe(args, seed: int) -> dict[str, Any]:
+    """The recipe of one benchmark run: TS2Vec defaults plus the options given on the command line."""
+    recipe = {
+        "seed": seed,
+        "precision": args.precision,
+        "device": "cpu",
+        "loss": args.loss,
+        "batch_size": args.batch_size,
+        "n_iters": getattr(args, "n_iters", None),
+    }
+    return {k: v for k, v in recipe.items() if v is not None}
+
+
 # ------------------------------------------------------------------------------------------------ classify
 def bench_classify(args) -> dict[str, Any]:
     from tscl.pipelines import classification_reference, evaluate, fit_model, load_data
@@ -206,14 +219,7 @@ def bench_classify(args) -> dict[str, Any]:
         ds = load_data(f"ucr:{name}")
         accs, secs = [], []
         for seed in args.seeds:
-            recipe = {
-                "seed": seed,
-                "precision": args.precision,
-                "device": "cpu",
-                "loss": args.loss,
-                "batch_size": args.batch_size,
-            }
-            model, _, s = fit_model({k: v for k, v in recipe.items() if v is not None}, ds, progress=False)
+            model, _, s = fit_model(_seed_recipe(args, seed), ds, progress=False)
             res = evaluate(model, ds, seed=seed)
             accs.append(res["accuracy"])
             secs.append(s)
@@ -297,15 +303,7 @@ def bench_forecast(args) -> dict[str, Any]:
         ds = load_data(f"ett:{args.ett}", univariate=setting == "univariate")
         per_seed = []
         for seed in args.seeds:
-            recipe = {
-                "seed": seed,
-                "precision": args.precision,
-                "device": "cpu",
-                "loss": args.loss,
-                "batch_size": args.batch_size,
-                "n_iters": args.n_iters,
-            }
-            model, _, s = fit_model({k: v for k, v in recipe.items() if v is not None}, ds, progress=False)
+            model, _, s = fit_model(_seed_recipe(args, seed), ds, progress=False)
             res = evaluate(model, ds)
             per_seed.append(res)
             out["runs"].append({"setting": setting, "seed": seed, "fit_s": s, **res})
@@ -357,6 +355,7 @@ def add_bench_parser(sub) -> None:
         "--datasets", nargs="+", default=["GunPoint", "ArrowHead", "ItalyPowerDemand", "BasicMotions"]
     )
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    c.add_argument("--n-iters", type=int, default=None, help="training iterations (default: TS2Vec's rule)")
     f = bs.add_parser("forecast", help="ETTh1 ridge-probe forecasting over seeds vs TS2Vec (published)")
     f.add_argument(
         "--settings",
