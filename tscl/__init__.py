@@ -33,7 +33,7 @@ def __getattr__(name: str):
         from tscl import model
 
         return getattr(model, name)
-    if name in ("data", "augment", "encoders", "losses", "methods", "eval", "io", "integrations"):
+    if name in ("data", "augment", "encoders", "losses", "methods", "eval", "io"):
         import importlib
 
         return importlib.import_module(f"tscl.{name}")
