@@ -395,7 +395,7 @@ class TSCLForecaster(BaseForecaster):
 
 def _warm_start(model, init) -> None:
     """Make ``model.fit`` start from ``init``'s encoder weights (its ``_build`` then loads them)."""
-    from torch.optim.swa_utils import AveragedModel
+    from tscl.methods.pretrain import weight_average
 
     build = model._build
     state = {k: v.clone() for k, v in init.net_.state_dict().items()}
@@ -404,8 +404,7 @@ def _warm_start(model, init) -> None:
         module = build(data)
         module.encoder.load_state_dict(state)
         if module.swa is not None:  # restart the average from the loaded weights
-            module.swa = AveragedModel(module.encoder)
-            module.swa.update_parameters(module.encoder)
+            module.swa = weight_average(module.encoder)
         return module
 
     model._build = _build_warm

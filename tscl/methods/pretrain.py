@@ -24,12 +24,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_swa_multi_avg_fn
 from torch.utils.data import Dataset
 
 from tscl.augment.fixed import OverlapCrop, TimestampMask, crop_pair_padded, take_per_row
 
-__all__ = ["ContrastivePretraining", "StepIndex", "AtomicLastCheckpoint", "step_seed"]
+__all__ = ["ContrastivePretraining", "StepIndex", "AtomicLastCheckpoint", "step_seed", "weight_average"]
 
 
 def step_seed(seed: int, step: int, stream: int = 0) -> int:
@@ -40,6 +40,16 @@ def step_seed(seed: int, step: int, stream: int = 0) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
     return (z ^ (z >> 31)) & (2**63 - 1)
+
+
+def weight_average(encoder: nn.Module) -> AveragedModel:
+    """An equal-weight running average of ``encoder``'s weights that already holds ``w_0`` (TS2Vec averages the
+    initial weights too: w_0 .. w_n). Updated with one foreach lerp over all parameters per step; its parameters
+    take no gradients (DDP must not wait for them)."""
+    avg = AveragedModel(encoder, multi_avg_fn=get_swa_multi_avg_fn())
+    avg.update_parameters(encoder)
+    avg.requires_grad_(False)
+    return avg
 
 
 class StepIndex(Dataset):
@@ -125,12 +135,7 @@ class ContrastivePretraining(L.LightningModule):
         self.transforms = transforms
         self.crop = crop if crop is not None else OverlapCrop()
         self.timestamp_mask = timestamp_mask if timestamp_mask is not None else TimestampMask(p=0.5)
-        self.swa = AveragedModel(encoder) if swa else None
-        if self.swa is not None:  # TS2Vec averages the initial weights too: w_0 .. w_n
-            self.swa.update_parameters(encoder)
-            self.swa.requires_grad_(
-                False
-            )  # updated by averaging, not by gradients (DDP must not wait for them)
+        self.swa = weight_average(encoder) if swa else None
         self.data = data  # plain attribute: not a buffer, never written into checkpoints
         self.sequence_loss = sequence_loss
         self.batch_size = min(int(batch_size), data.shape[0])
