@@ -64,3 +64,30 @@ def test_bench_classify_summarises_seeds(tmp_path, capsys):
     assert res["summary"][0]["paper"] == 0.961
     assert "pts_vs_paper" in capsys.readouterr().out
     assert (out / "classification.png").exists()
+
+
+def test_seed_recipe_carries_instance_term_and_its_options():
+    import argparse
+
+    from tscl.bench.common import seed_recipe
+    from tscl.errors import ConfigError
+
+    args = argparse.Namespace(
+        precision="32-true",
+        loss=None,
+        batch_size=64,
+        instance_loss="dcl",
+        instance_loss_kwargs='{"normalize": true, "temperature": 0.1}',
+    )
+    r = seed_recipe(args, 3)
+    assert r["seed"] == 3 and r["batch_size"] == 64
+    assert r["loss_kwargs"] == {
+        "instance_loss": "dcl",
+        "instance_loss_kwargs": {"normalize": True, "temperature": 0.1},
+    }
+    args.instance_loss, args.instance_loss_kwargs = None, None
+    assert "loss_kwargs" not in seed_recipe(args, 0)
+    for bad in ("{normalize: 1}", "[1, 2]"):
+        args.instance_loss_kwargs = bad
+        with pytest.raises(ConfigError, match="instance-loss-kwargs"):
+            seed_recipe(args, 0)

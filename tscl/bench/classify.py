@@ -106,4 +106,9 @@ def add_recipe_args(q) -> None:
     q.add_argument(
         "--instance-loss", default=None, help="the hierarchical loss's instance term: ntxent, dcl, mochi, ..."
     )
+    q.add_argument(
+        "--instance-loss-kwargs",
+        default=None,
+        help='JSON options of the instance term, e.g. \'{"normalize": true, "temperature": 0.1}\'',
+    )
     q.add_argument("--batch-size", type=int, default=None)

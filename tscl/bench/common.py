@@ -24,11 +24,28 @@ def seed_recipe(args, seed: int) -> dict[str, Any]:
         "loss": args.loss,
         "batch_size": args.batch_size,
         "n_iters": getattr(args, "n_iters", None),
-        "loss_kwargs": {"instance_loss": args.instance_loss}
-        if getattr(args, "instance_loss", None)
-        else None,
+        "loss_kwargs": _loss_kwargs(args) or None,
     }
     return {k: v for k, v in recipe.items() if v is not None}
+
+
+def _loss_kwargs(args) -> dict[str, Any]:
+    """``loss_kwargs`` from ``--instance-loss`` and ``--instance-loss-kwargs`` (JSON)."""
+    from tscl.errors import ConfigError
+
+    kw: dict[str, Any] = {}
+    if getattr(args, "instance_loss", None):
+        kw["instance_loss"] = args.instance_loss
+    raw = getattr(args, "instance_loss_kwargs", None)
+    if raw:
+        try:
+            extra = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--instance-loss-kwargs is not valid JSON: {exc}") from exc
+        if not isinstance(extra, dict):
+            raise ConfigError("--instance-loss-kwargs must be a JSON object, e.g. '{\"normalize\": true}'")
+        kw["instance_loss_kwargs"] = extra
+    return kw
 
 
 def run_worker(target: str, spec: dict[str, Any]) -> dict[str, Any]:
