@@ -96,3 +96,39 @@ def test_single_pass_layout_equals_separate_passes(name):
         r2 = enc(take_per_row(x, p.start2, p.len2))[:, : p.crop_l]
         torch.testing.assert_close(z1, r1, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(z2, r2, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("K,T", [(16, 1), (16, 40), (20, 129), (128, 300), (128, 1000)])
+def test_causal_conv_fft_equals_direct_convolution_and_its_gradients(K, T):
+    from tscl.encoders.cost import causal_conv_fft
+
+    g = torch.Generator().manual_seed(K + T)
+    h = torch.randn(3, 6, T, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(5, 6, K, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, generator=g, requires_grad=True)
+    ref = F.conv1d(F.pad(h, (K - 1, 0)), w, b)
+    got = causal_conv_fft(h, w, b)
+    assert got.shape == ref.shape and got.dtype == torch.float64
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    up = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+    for a, c in zip(
+        torch.autograd.grad(ref, (h, w, b), up), torch.autograd.grad(got, (h, w, b), up), strict=True
+    ):
+        torch.testing.assert_close(c, a, rtol=1e-9, atol=1e-9)
+    # causal: the output up to t does not change when the future changes
+    h2 = h.detach().clone()
+    h2[..., T // 2 + 1 :] += 1.0
+    torch.testing.assert_close(causal_conv_fft(h2, w, b)[..., : T // 2 + 1], got.detach()[..., : T // 2 + 1])
+
+
+def test_cost_encoder_fft_path_under_bf16_autocast():
+    enc = encoders.get(
+        "cost", input_dims=2, output_dims=8, hidden_dims=8, depth=2, kernels=(1, 4, 16, 32)
+    ).eval()
+    x = torch.randn(2, 50, 2)
+    with torch.no_grad():
+        ref = enc(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = enc(x)
+    assert got.shape == ref.shape and torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), ref, rtol=0.1, atol=0.1)

@@ -12,9 +12,11 @@ AutoTCL's code returns the trend representation only (its seasonal Fourier branc
 
 Because the average of causal convolutions is itself one causal convolution (kernel ``max(kernels)``, weights the
 kernel-aligned mean of the experts' weights), the forward pass runs a single convolution: the same result as the
-eight separate ones, with one kernel launch and one temporary. Cost per step is ``max(kernels) * output_dims**2``
-multiply-adds (13 M at the defaults, about 30x the TCN trunk): it is a GPU-sized model; on CPU use shorter crops
-(CoST trains on windows of 201 steps) or smaller ``output_dims``.
+eight separate ones. Done directly that costs ``max(kernels) * output_dims**2`` multiply-adds per step (13 M at the
+defaults, about 30x the TCN trunk), so for long kernels (``>= 16`` taps) it runs as an overlap-save FFT convolution
+(:func:`causal_conv_fft`): blocks of ``L = 2K`` steps, the channel mixing as one complex matmul per frequency, about
+``(L/2+1) / (L-K+1) * 4 * output_dims**2`` real multiply-adds per step (0.8 M at the defaults). Same result to
+rounding (float64 tests), measured 5-7x faster than the direct convolution on CPU (forward + backward, 3,000 steps).
 
 Shapes: ``(B, T, C) -> (B, T, output_dims)``; same ``mask`` / ``valid`` contract as the TCN.
 """
@@ -27,7 +29,7 @@ from torch import nn
 
 from tscl.encoders.tcn import TCNEncoder
 
-__all__ = ["CoSTEncoder"]
+__all__ = ["CoSTEncoder", "causal_conv_fft"]
 
 
 class CoSTEncoder(nn.Module):
@@ -69,5 +71,39 @@ class CoSTEncoder(nn.Module):
         if valid is not None:  # padded steps act as zeros for the causal experts too
             h = h * valid.to(device=h.device, dtype=h.dtype).unsqueeze(1)
         w, b = self.merged_kernel()
-        out = F.conv1d(F.pad(h, (w.shape[-1] - 1, 0)), w.to(h.dtype), b.to(h.dtype))
+        if w.shape[-1] >= 16:
+            out = causal_conv_fft(h, w, b)
+        else:
+            out = F.conv1d(F.pad(h, (w.shape[-1] - 1, 0)), w.to(h.dtype), b.to(h.dtype))
         return out.transpose(1, 2)
+
+
+def causal_conv_fft(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Causal convolution ``y[b, o, t] = sum_i sum_j weight[o, i, j] h[b, i, t-K+1+j] + bias[o]`` (zeros before
+    ``t = 0``), i.e. ``conv1d(pad(h, (K-1, 0)), weight, bias)``, by overlap-save FFT blocks.
+
+    The padded input is cut into blocks of ``L`` (``2K`` rounded up to a power of two) steps overlapping by ``K-1``;
+    per block, the circular convolution with the flipped kernel (``rfft`` / ``irfft`` of length ``L``) is exact on
+    its last ``L-K+1`` steps. The channel mixing is one batched complex matmul over the ``L/2+1`` frequencies,
+    ``Y_f = X_f W_f^T``. Runs in float32 (float64 stays float64) with autocast off, since FFTs have no bfloat16
+    kernels; the result is cast back to ``h``'s dtype. ``h``: ``(B, C, T)``; ``weight``: ``(O, C, K)``.
+    """
+    out_dtype = h.dtype
+    dtype = torch.float64 if h.dtype == torch.float64 else torch.float32
+    with torch.autocast(h.device.type, enabled=False):
+        h, w = h.to(dtype), weight.to(dtype)
+        B, C, T = h.shape
+        n_out, _, K = w.shape
+        L = 1 << (max(2 * K, 16) - 1).bit_length()
+        step = L - K + 1
+        n = -(-T // step)  # blocks
+        blocks = F.pad(h, (K - 1, n * step - T)).unfold(-1, L, step) if T > 0 else h.new_zeros(B, C, 0, L)
+        Hf = torch.fft.rfft(blocks, n=L)  # (B, C, n, F)
+        Wf = torch.fft.rfft(w.flip(-1), n=L)  # (O, C, F)
+        nf = Hf.shape[-1]
+        Y = torch.bmm(Hf.permute(3, 0, 2, 1).reshape(nf, B * n, C), Wf.permute(2, 1, 0))  # (F, B*n, n_out)
+        Y = Y.reshape(nf, B, n, n_out).permute(1, 3, 2, 0)  # (B, n_out, n, F)
+        y = torch.fft.irfft(Y, n=L)[..., K - 1 :].reshape(B, n_out, n * step)[..., :T]
+        if bias is not None:
+            y = y + bias.to(dtype).view(1, -1, 1)
+    return y.to(out_dtype)
