@@ -46,10 +46,15 @@ def weight_average(encoder: nn.Module) -> AveragedModel:
     """An equal-weight running average of ``encoder``'s weights that already holds ``w_0`` (TS2Vec averages the
     initial weights too: w_0 .. w_n). Updated with one foreach lerp over all parameters per step; its parameters
     take no gradients (DDP must not wait for them)."""
-    avg = AveragedModel(encoder, multi_avg_fn=get_swa_multi_avg_fn())
+    avg = AveragedModel(encoder, multi_avg_fn=_swa_update)
     avg.update_parameters(encoder)
     avg.requires_grad_(False)
     return avg
+
+
+def _swa_update(averaged, current, num_averaged) -> None:
+    """torch's foreach SWA update, from a module-level function so that models stay picklable."""
+    get_swa_multi_avg_fn()(averaged, current, num_averaged)
 
 
 class StepIndex(Dataset):
