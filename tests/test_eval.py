@@ -195,6 +195,20 @@ def test_svm_path_follows_ts2vec_rule(monkeypatch, n, n_classes, grid):
     assert res["svm_grid_search"] == grid
 
 
+def test_hard_margin_svm_on_inseparable_features_stops_with_a_warning(monkeypatch):
+    """Conflicting labels on identical points cannot be separated by a hard margin: libsvm without an iteration
+    cap would never stop (seen with representations of norm ~6000); the probe stops at the cap and warns."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    monkeypatch.setattr(clf_mod, "SVM_MAX_ITER", 2_000)
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(size=(10, 3)) * 1e3, 4, axis=0)
+    y = np.tile([0, 1], 20)
+    with pytest.warns(ConvergenceWarning):
+        model = fit_svm(X, y)
+    assert model.C == np.inf and model.max_iter == 2_000
+
+
 def test_svm_grid_subsamples_large_train(monkeypatch):
     SpyGrid.fitted_shapes = []
     monkeypatch.setattr(clf_mod, "GridSearchCV", SpyGrid)

@@ -63,6 +63,8 @@ PROTOCOLS = ("svm", "linear", "knn")
 #: TS2Vec's grid for the SVM's C (10^-4 .. 10^4 and inf = hard margin).
 SVM_C_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0, 1e4, float("inf"))
 SVM_MAX_SAMPLES = 10_000
+#: libsvm iteration cap of the SVM probe (TS2Vec caps its grid search at this value)
+SVM_MAX_ITER = 10_000_000
 LINEAR_MAX_SAMPLES = 100_000
 
 #: UCR accuracies: ``paper`` = TS2Vec paper (Yue et al., AAAI 2022); ``reference_impl`` = the public TS2Vec
@@ -183,12 +185,14 @@ def fit_svm(
     n_classes = _n_classes(y, "y")
     n = X.shape[0]
     if not svm_uses_grid_search(n, n_classes):
-        return SVC(C=np.inf, kernel="rbf", gamma="scale").fit(X, y)
+        # The same iteration cap as the grid path: a hard margin on non-separable features otherwise never stops
+        # (libsvm's default is no cap); hitting it raises sklearn's ConvergenceWarning.
+        return SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=SVM_MAX_ITER).fit(X, y)
     if n > max_samples:
         X, _, y, _ = train_test_split(X, y, train_size=max_samples, random_state=seed, stratify=y)
     search = GridSearchCV(
         SVC(C=np.inf, kernel="rbf", gamma="scale"),
-        {"C": list(SVM_C_GRID), "max_iter": [10_000_000]},  # TS2Vec also caps max_iter in its grid
+        {"C": list(SVM_C_GRID), "max_iter": [SVM_MAX_ITER]},  # TS2Vec also caps max_iter in its grid
         cv=5,
         n_jobs=n_jobs,
     )
