@@ -148,11 +148,12 @@ def plot_classification(
     *,
     ylabel: str = "accuracy",
     series: tuple[str, str] = ("tscl", "reference"),
+    xlabel: str = "dataset",
     figsize: tuple[float, float] | None = None,
     dpi: int = DPI,
 ) -> Path:
     """Grouped bars: tscl accuracy vs the reference accuracy (when given) per dataset, with value labels.
-    (Any per-dataset value works: ``ylabel`` names it, ``series`` names the two bar series.)
+    (Any per-group value works: ``ylabel`` names it, ``xlabel`` the groups, ``series`` the two bar series.)
 
     ``results``: dicts with ``dataset``, ``accuracy`` and optionally ``reference``. Default width grows with the
     number of datasets: ``figsize = (max(6.4, 0.6 * n + 2), 4.5)``.
@@ -169,7 +170,7 @@ def plot_classification(
     fig = _new_figure(figsize or (max(6.4, 0.6 * n + 2), 4.5), dpi)
     ax = fig.add_subplot()
     _grouped_bars(ax, labels, ours, ref, ours_label=series[0], ref_label=series[1])
-    ax.set_xlabel("dataset")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()

@@ -160,9 +160,9 @@ def _forecast(args, out: dict) -> None:
                     plots.plot_classification(
                         bars,
                         Path(args.out) / f"autotcl_etth1_{setting}_{encoder}.png",
-                        title=f"ETTh1 {setting} ({encoder}): test MSE per horizon, mean of {len(args.seeds)} seeds "
-                        "(lower is better)",
+                        title=f"ETTh1 {setting}, {encoder}: test MSE, {len(args.seeds)} seeds (lower is better)",
                         ylabel="MSE",
+                        xlabel="horizon",
                         series=("AutoTCL", "fixed augmentation"),
                     )
                 )
