@@ -209,6 +209,17 @@ def test_hard_margin_svm_on_inseparable_features_stops_with_a_warning(monkeypatc
     assert model.C == np.inf and model.max_iter == 2_000
 
 
+def test_svm_divergence_becomes_a_data_error_naming_the_feature_scale(monkeypatch):
+    class Diverging(SVC):
+        def fit(self, X, y, sample_weight=None):
+            raise ValueError("The dual coefficients or intercepts are not finite.")
+
+    monkeypatch.setattr(clf_mod, "SVC", Diverging)
+    X = np.random.default_rng(0).normal(size=(20, 3)) * 1e6
+    with pytest.raises(DataError, match="SVM probe diverged.*largest row norm"):
+        fit_svm(X, np.arange(20) % 2)
+
+
 def test_svm_grid_subsamples_large_train(monkeypatch):
     SpyGrid.fitted_shapes = []
     monkeypatch.setattr(clf_mod, "GridSearchCV", SpyGrid)

@@ -12,6 +12,7 @@ from tscl.bench.common import table as _table
 
 
 def run(args) -> dict[str, Any]:
+    from tscl.errors import DataError
     from tscl.pipelines import classification_reference, evaluate, fit_model, load_data
 
     out: dict[str, Any] = {"benchmark": "classify", "runs": [], "summary": []}
@@ -19,20 +20,32 @@ def run(args) -> dict[str, Any]:
     for name in args.datasets:
         ds = load_data(f"ucr:{name}")
         accs, secs = [], []
+        failed = []
         for seed in args.seeds:
             model, _, s = fit_model(_seed_recipe(args, seed), ds, progress=False)
-            res = evaluate(model, ds, seed=seed)
-            accs.append(res["accuracy"])
             secs.append(s)
+            try:
+                res = evaluate(model, ds, seed=seed)
+            except DataError as exc:  # e.g. the probe diverged on blown-up features: report it, go on
+                failed.append(seed)
+                out["runs"].append(
+                    {"dataset": name, "seed": seed, "accuracy": None, "error": str(exc), "fit_s": s}
+                )
+                print(f"  {name} seed {seed}: FAILED ({s:.1f} s): {exc}", flush=True)
+                continue
+            accs.append(res["accuracy"])
             out["runs"].append({"dataset": name, "seed": seed, "accuracy": res["accuracy"], "fit_s": s})
             print(f"  {name} seed {seed}: accuracy {res['accuracy']:.4f} ({s:.1f} s)", flush=True)
+        if not accs:
+            raise DataError(f"{name}: every seed failed; see the messages above")
         ref = classification_reference(name) or {}
         impl = [v for k, v in (ref.get("reference_impl") or {}).items()]
         summ = {
             "dataset": name,
             "mean": float(np.mean(accs)),
             "std": float(np.std(accs)),
-            "seeds": list(args.seeds),
+            "seeds": [sd for sd in args.seeds if sd not in failed],
+            "failed_seeds": failed,
             "fit_s": float(np.mean(secs)),
             "paper": ref.get("paper"),
             "impl_mean": float(np.mean(impl)) if impl else None,
@@ -56,6 +69,11 @@ def run(args) -> dict[str, Any]:
         )
         bars.append({"dataset": name, "accuracy": summ["mean"], "reference": summ["paper"]})
     print(f"\nClassification accuracy, mean of seeds {list(args.seeds)} (precision {args.precision})")
+    for summ in out["summary"]:
+        if summ["failed_seeds"]:
+            print(
+                f"  {summ['dataset']}: seeds {summ['failed_seeds']} failed; the mean is over seeds {summ['seeds']}"
+            )
     print(
         _table(
             rows,

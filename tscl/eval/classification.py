@@ -187,7 +187,17 @@ def fit_svm(
     if not svm_uses_grid_search(n, n_classes):
         # The same iteration cap as the grid path: a hard margin on non-separable features otherwise never stops
         # (libsvm's default is no cap); hitting it raises sklearn's ConvergenceWarning.
-        return SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=SVM_MAX_ITER).fit(X, y)
+        svm = SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=SVM_MAX_ITER)
+        try:
+            return svm.fit(X, y)
+        except ValueError as exc:
+            if "not finite" not in str(exc):
+                raise
+            raise DataError(
+                f"the SVM probe diverged on these representations (largest |value| {float(np.abs(X).max()):.3g}, "
+                "largest row norm {:.3g}): the encoder's features blew up, e.g. under an unbounded loss; "
+                "libsvm said: {}".format(float(np.linalg.norm(X, axis=1).max()), exc)
+            ) from exc
     if n > max_samples:
         X, _, y, _ = train_test_split(X, y, train_size=max_samples, random_state=seed, stratify=y)
     search = GridSearchCV(
