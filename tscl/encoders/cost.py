@@ -97,7 +97,7 @@ def causal_conv_fft(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         L = 1 << (max(2 * K, 16) - 1).bit_length()
         step = L - K + 1
         n = -(-T // step)  # blocks
-        blocks = F.pad(h, (K - 1, n * step - T)).unfold(-1, L, step) if T > 0 else h.new_zeros(B, C, 0, L)
+        blocks = F.pad(h, (K - 1, n * step - T)).unfold(-1, L, step)  # (B, C, n, L)
         Hf = torch.fft.rfft(blocks, n=L)  # (B, C, n, F)
         Wf = torch.fft.rfft(w.flip(-1), n=L)  # (O, C, F)
         nf = Hf.shape[-1]

@@ -58,9 +58,7 @@ class DilatedConvBlock(nn.Module):
             nn.Conv1d(in_channels, out_channels, 1) if (in_channels != out_channels or final) else None
         )
 
-    def _same(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
-            return self._same(conv, _channels_last(x)).squeeze(2)
+    def _same(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, 1, T) channels-last
         k, d = conv.kernel_size[0], conv.dilation[0]
         if not self._trim and d >= x.shape[-1]:
             # Every tap but the centre one falls entirely into the zero padding: the convolution is exactly a

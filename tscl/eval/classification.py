@@ -187,17 +187,7 @@ def fit_svm(
     if not svm_uses_grid_search(n, n_classes):
         # The same iteration cap as the grid path: a hard margin on non-separable features otherwise never stops
         # (libsvm's default is no cap); hitting it raises sklearn's ConvergenceWarning.
-        svm = SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=SVM_MAX_ITER)
-        try:
-            return svm.fit(X, y)
-        except ValueError as exc:
-            if "not finite" not in str(exc):
-                raise
-            raise DataError(
-                f"the SVM probe diverged on these representations (largest |value| {float(np.abs(X).max()):.3g}, "
-                "largest row norm {:.3g}): the encoder's features blew up, e.g. under an unbounded loss; "
-                "libsvm said: {}".format(float(np.linalg.norm(X, axis=1).max()), exc)
-            ) from exc
+        return _fit_probe(SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=SVM_MAX_ITER), X, y)
     if n > max_samples:
         X, _, y, _ = train_test_split(X, y, train_size=max_samples, random_state=seed, stratify=y)
     search = GridSearchCV(
@@ -209,8 +199,24 @@ def fit_svm(
     with warnings.catch_warnings():
         # a class with fewer than 5 members triggers a StratifiedKFold warning; TS2Vec proceeds too
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        search.fit(X, y)
+        _fit_probe(search, X, y)
     return search.best_estimator_
+
+
+def _fit_probe(estimator, X: np.ndarray, y: np.ndarray):
+    """``estimator.fit(X, y)``; libsvm's "not finite" failure (features that blew up) becomes a DataError that
+    names the feature scale."""
+    try:
+        return estimator.fit(X, y)
+    except ValueError as exc:
+        if "not finite" not in str(exc):
+            raise
+        norm = float(np.linalg.norm(X, axis=1).max())
+        raise DataError(
+            f"the SVM probe diverged on these representations (largest |value| {float(np.abs(X).max()):.3g}, "
+            f"largest row norm {norm:.3g}): the encoder's features blew up, e.g. under an unbounded loss; "
+            f"libsvm said: {exc}"
+        ) from exc
 
 
 def fit_linear(features: np.ndarray, y: np.ndarray, seed: int = 0, *, max_samples: int = LINEAR_MAX_SAMPLES):
