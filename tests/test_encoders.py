@@ -99,6 +99,43 @@ def test_single_pass_layout_equals_separate_passes(name):
         torch.testing.assert_close(z2, r2, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["tcn", "transformer", "cost"])
+def test_encode_overlap_equals_slicing_the_full_output(name):
+    """The TCN computes its trailing per-step blocks on the overlap only (``window=``); values and gradients are
+    those of slicing the full output. Other encoders take the plain path through the same call."""
+    from tscl.augment import OverlapCrop, crop_pair_padded
+
+    torch.manual_seed(0)
+    enc = encoders.get(name, input_dims=2, output_dims=8, hidden_dims=8, depth=6).double().eval()
+    x = torch.randn(3, 90, 2, dtype=torch.float64)
+    cuts = set()
+    for seed in range(8):
+        p = OverlapCrop().sample(3, 90, generator=torch.Generator().manual_seed(seed))
+        views, layout = crop_pair_padded(x, p)
+        if name == "tcn":
+            cuts.add(enc.pointwise_from(layout.L))
+        full = layout.split_overlap(enc(views, valid=layout.valid))
+        fast = layout.encode_overlap(enc, views)
+        for a, b in zip(full, fast):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        g_full = torch.autograd.grad(sum(z.square().sum() for z in full), list(enc.parameters()))
+        g_fast = torch.autograd.grad(sum(z.square().sum() for z in fast), list(enc.parameters()))
+        for a, b in zip(g_full, g_fast):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    if name == "tcn":  # the draws exercise both a real cut (trailing per-step blocks) and the slice-at-the-end path
+        assert len(cuts) > 1 and max(cuts) <= len(enc.blocks)
+
+
+def test_tcn_window_is_checked():
+    enc = encoders.get("tcn", input_dims=1, output_dims=4, hidden_dims=4, depth=2)
+    x = torch.randn(2, 10, 1)
+    assert enc(x, window=(torch.tensor([0, 7]), 3)).shape == (2, 3, 4)
+    with pytest.raises(ValueError, match="outside"):
+        enc(x, window=(torch.tensor([0, 8]), 3))
+    with pytest.raises(ValueError, match="window must be"):
+        enc(x, window=(torch.tensor([0]), 3))
+
+
 @pytest.mark.parametrize("K,T", [(16, 1), (16, 40), (20, 129), (128, 300), (128, 1000)])
 def test_causal_conv_fft_equals_direct_convolution_and_its_gradients(K, T):
     from tscl.encoders.cost import causal_conv_fft

@@ -694,6 +694,28 @@ class PaddedPair:
         """From per-step outputs ``z`` (2B, L, ...) return the overlap parts ``(z1, z2)``, each (B, crop_l, ...)."""
         return z[: self.B, self.overlap1], z[self.B :, self.overlap2]
 
+    @property
+    def overlap_window(self) -> tuple[Tensor, int]:
+        """``(start, crop_l)``: where each of the 2B rows' overlap starts (``len1 - crop_l`` for view 1, 0 for
+        view 2), the ``window=`` argument of :class:`tscl.encoders.TCNEncoder`."""
+        dev = self.valid.device
+        start = torch.cat(
+            [torch.full((self.B,), self.len1 - self.crop_l, device=dev), torch.zeros(self.B, device=dev)]
+        )
+        return start.long(), self.crop_l
+
+    def encode_overlap(
+        self, encoder: nn.Module, views: Tensor, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Encode ``views`` in one pass and return the overlap representations ``(z1, z2)``, each (B, crop_l, D).
+
+        Encoders that declare ``accepts_window`` (the TCN) compute the steps outside the overlap only where later
+        layers read them; any other ``(B, T, C) -> (B, T, D)`` encoder is run on the whole views and sliced."""
+        if getattr(encoder, "accepts_window", False):
+            z = encoder(views, mask, valid=self.valid, window=self.overlap_window)
+            return z[: self.B], z[self.B :]
+        return self.split_overlap(encoder(views, mask, valid=self.valid))
+
     def unpad(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """From ``z`` (2B, L, ...) return the un-padded views ``(z[:B, :len1], z[B:, :len2])``."""
         return z[: self.B, : self.len1], z[self.B :, : self.len2]

@@ -140,18 +140,68 @@ class TCNEncoder(nn.Module):
             rf += 2 * (k - 1) * d
         return rf
 
+    #: ``forward`` takes ``window=`` (see :meth:`tscl.augment.PaddedPair.encode_overlap`).
+    accepts_window = True
+
+    def pointwise_from(self, T: int) -> int:
+        """Index of the first block from which every block acts per step on series of length ``T`` (its dilation
+        reaches past both ends, so only the centre tap sees data); ``len(self.blocks)`` if there is none."""
+        i = len(self.blocks)
+        while i > 0 and not self.blocks[i - 1]._trim and self.blocks[i - 1].conv1.dilation[0] >= T:
+            i -= 1
+        return i
+
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, valid: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        window: tuple[torch.Tensor, int] | None = None,
     ) -> torch.Tensor:
         """Encode ``x`` ``(B, T, C)`` (NaN = missing) into ``(B, T, D)``.
 
         ``mask`` ``(B, T)`` True = keep (timestamp masking on the latent). ``valid`` ``(B, T)`` True = real step,
         False = padding added to batch series of different lengths: padded steps act as the convolutions' zero
-        padding at every layer (unlike missing steps, which are zeroed only at the input, as in TS2Vec)."""
+        padding at every layer (unlike missing steps, which are zeroed only at the input, as in TS2Vec).
+
+        ``window = (start, length)`` (``start`` an int tensor ``(B,)``) returns only the steps
+        ``start[b] .. start[b] + length - 1`` of each row, ``(B, length, D)``: the same values as slicing the full
+        output, but the trailing blocks that act per step (dilation >= ``T``; on short series the last blocks,
+        which hold most of the multiply-adds: the 320-wide final block alone is ~40% at TS2Vec's sizes) run on
+        those steps only. TS2Vec's loss reads only the overlap of its two crops, so training uses this."""
         x, keep = apply_input_mask(x, mask)
         h = self.input_fc(x).masked_fill(~keep.unsqueeze(-1), 0.0)  # (B, T, H)
         h = h.unsqueeze(1).permute(0, 3, 1, 2)  # (B, H, 1, T) channels-last: a view, no copy
         v = None if valid is None else valid.to(device=h.device, dtype=h.dtype)[:, None, None, :]
-        for blk in self.blocks:
+        cut = len(self.blocks) + 1
+        if window is not None:
+            index = _window_index(window, h.shape[0], h.shape[-1], h.device)
+            cut = self.pointwise_from(h.shape[-1])
+        for i, blk in enumerate(self.blocks):
+            if i == cut:
+                h, v = _take_steps(h, index), (None if v is None else _take_steps(v, index))
             h = blk(h, v)
+        if cut == len(self.blocks):
+            h = _take_steps(h, index)
         return self.repr_dropout(h).permute(0, 2, 3, 1).squeeze(1)  # (B, T, D), contiguous
+
+
+def _window_index(window, B: int, T: int, device) -> torch.Tensor:
+    """``(B, length)`` step indices of ``window = (start, length)``, checked to lie inside ``[0, T)``."""
+    start, length = window
+    start = torch.as_tensor(start, device=device)
+    length = int(length)
+    if start.shape != (B,) or start.is_floating_point() or length < 1:
+        raise ValueError(
+            f"window must be (int tensor of shape ({B},), length >= 1), got {tuple(start.shape)}, {length}"
+        )
+    if bool((start < 0).any()) or bool((start + length > T).any()):
+        raise ValueError(f"window runs outside the {T} encoded steps")
+    return start.long()[:, None] + torch.arange(length, device=device)
+
+
+def _take_steps(h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Gather steps ``index`` ``(B, L')`` from ``h`` ``(B, C, 1, T)`` (channels-last) -> ``(B, C, 1, L')``, still
+    channels-last: one row gather over the contiguous ``(B, T, C)`` view."""
+    rows = torch.arange(h.shape[0], device=h.device)[:, None]
+    return h.permute(0, 2, 3, 1)[:, 0][rows, index].unsqueeze(1).permute(0, 3, 1, 2)

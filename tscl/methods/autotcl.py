@@ -39,7 +39,7 @@ from torch import nn
 from tscl.augment.autotcl import AutoTCLAugmenter, AutoTCLObjective, mask_collapse
 from tscl.augment.fixed import crop_pair_padded
 from tscl.errors import ConfigError
-from tscl.methods.pretrain import ContrastivePretraining
+from tscl.methods.pretrain import ContrastivePretraining, adamw
 
 __all__ = ["AutoTCLPretraining", "AUGMENTER_KEYS", "OBJECTIVE_KEYS", "METHOD_KEYS", "AUTOTCL_KWARGS"]
 
@@ -106,7 +106,7 @@ class AutoTCLPretraining(ContrastivePretraining):
         self.aug_lr, self.aug_every, self.crop_views = float(aug_lr), int(aug_every), bool(crop_views)
         self.automatic_optimization = False
         # A plain optimizer (not a Lightning one): Lightning's global_step counts encoder steps only.
-        self.aug_opt = torch.optim.AdamW(self.augmenter.parameters(), lr=self.aug_lr)
+        self.aug_opt = adamw(self.augmenter.parameters(), self.aug_lr)
         self._healthy = self._snapshot()
         self.collapse_events: list[dict] = []
         self.aug_history: list[dict] = []  # per augmenter step: step, loss terms, mean keep probability
@@ -121,7 +121,7 @@ class AutoTCLPretraining(ContrastivePretraining):
             for n, p in self.named_parameters()
             if p.requires_grad and not n.startswith(("swa.", "augmenter.", "objective."))
         ]
-        return torch.optim.AdamW(params, lr=self.lr)
+        return adamw(params, self.lr)
 
     def _window(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[1]
@@ -187,7 +187,7 @@ class AutoTCLPretraining(ContrastivePretraining):
             both, layout = crop_pair_padded(torch.cat([x, v], dim=-1), p)
             views = torch.cat([both[:B, :, :C], both[B:, :, C:]])
             mask = self.timestamp_mask.sample(2 * B, layout.L, device=x.device)
-            return layout.split_overlap(self.encoder(views, mask, valid=layout.valid))
+            return layout.encode_overlap(self.encoder, views, mask)
         mask = self.timestamp_mask.sample(2 * B, T, device=x.device)
         z = self.encoder(torch.cat([x, v]), mask)
         return z[:B], z[B:]

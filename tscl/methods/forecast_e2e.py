@@ -44,6 +44,7 @@ from tscl import encoders as _encoders
 from tscl import losses as _losses
 from tscl.data.forecasting import ForecastWindows, check_window_args
 from tscl.errors import CheckpointError, ConfigError, DataError
+from tscl.methods.pretrain import adamw
 
 __all__ = [
     "STRATEGIES",
@@ -195,7 +196,7 @@ class ForecastingModule(L.LightningModule):
         both, layout = crop_pair_padded(torch.cat([xn, v], dim=-1), self.crop.sample(B, T, device=xn.device))
         views = torch.cat([both[:B, :, :C], both[B:, :, C:]])
         mask = self.timestamp_mask.sample(2 * B, layout.L, device=xn.device)
-        return layout.split_overlap(self.encoder(views, mask, valid=layout.valid))
+        return layout.encode_overlap(self.encoder, views, mask)
 
     def contrastive(self, xn: torch.Tensor) -> torch.Tensor:
         from tscl.methods.pretrain import ContrastivePretraining
@@ -246,7 +247,7 @@ class ForecastingModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr)
+        return adamw(params, self.lr)
 
 
 class _KeepBest(L.Callback):
