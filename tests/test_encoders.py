@@ -170,3 +170,19 @@ def test_cost_encoder_fft_path_under_bf16_autocast():
             got = enc(x)
     assert got.shape == ref.shape and torch.isfinite(got).all()
     torch.testing.assert_close(got.float(), ref, rtol=0.1, atol=0.1)
+
+
+def test_tcn_dropout_rate_scale_and_gradient():
+    from tscl.encoders.tcn import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000, requires_grad=True)
+    y = dropout(x, 0.1)
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - 0.1) < 0.005  # 7 standard deviations
+    assert torch.all((y == 0) | torch.isclose(y, torch.tensor(1 / 0.9)))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # d(y)/d(x) = mask / (1 - p) = y for x = 1
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0) is x
+    bf = dropout(torch.ones(1000, dtype=torch.bfloat16), 0.5)
+    assert bf.dtype == torch.bfloat16 and set(bf.unique().tolist()) <= {0.0, 2.0}

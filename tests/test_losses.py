@@ -69,6 +69,37 @@ def test_hierarchical_matches_ts2vec_algorithm(B, T, alpha, unit):
     assert float(got) == pytest.approx(hierarchical_slow(z1, z2, alpha, unit), rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    "B,T,kw",
+    [
+        (4, 37, {}),
+        (3, 16, {"alpha": 0.3, "temporal_unit": 2}),
+        (1, 9, {}),
+        (5, 1, {}),
+        (4, 11, {"alpha": 0.0}),
+        (4, 11, {"alpha": 1.0}),
+        (4, 13, {"instance_loss_kwargs": {"temperature": 0.5}, "temporal_loss_kwargs": {"temperature": 2.0}}),
+    ],
+)
+def test_fused_ts2vec_loss_equals_the_per_level_graph(B, T, kw):
+    """The one-node NT-Xent hierarchy gives the value and gradients of the generic per-level autograd path."""
+    torch.manual_seed(6)
+    f = losses.get("hierarchical", **kw)
+    assert f._fused is not None
+    z1 = torch.randn(B, T, 5, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(B, T, 5, dtype=torch.float64, requires_grad=True)
+    fast = f(z1, z2)
+    slow = f._levels(z1, z2)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    g_fast = torch.autograd.grad(fast * 1.7, (z1, z2))
+    g_slow = torch.autograd.grad(slow * 1.7, (z1, z2))
+    for a, b in zip(g_fast, g_slow):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # Other terms (or a learnable temperature) take the generic path.
+    assert losses.get("hierarchical", instance_loss="dcl")._fused is None
+    assert losses.get("hierarchical", instance_loss_kwargs={"learnable_temperature": True})._fused is None
+
+
 def test_gradcheck_double():
     torch.manual_seed(3)
     z1 = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TCNEncoder", "DilatedConvBlock", "apply_input_mask"]
+__all__ = ["TCNEncoder", "DilatedConvBlock", "apply_input_mask", "dropout"]
 
 
 def apply_input_mask(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +183,21 @@ class TCNEncoder(nn.Module):
             h = blk(h, v)
         if cut == len(self.blocks):
             h = _take_steps(h, index)
-        return self.repr_dropout(h).permute(0, 2, 3, 1).squeeze(1)  # (B, T, D), contiguous
+        h = dropout(h, self.repr_dropout.p, self.training)
+        return h.permute(0, 2, 3, 1).squeeze(1)  # (B, T, D), contiguous
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``F.dropout`` (zero with probability ``p``, scale the rest by ``1 / (1 - p)``). On the CPU the keep-mask
+    comes from ``torch.rand`` instead of ``bernoulli_``: measured 2.3x faster for a (16, 100, 320) batch on 2
+    cores (1.3 vs 3.0 ms), the largest single op of a TS2Vec step after the convolutions. Elsewhere (CUDA's
+    fused kernel is faster still) it is ``F.dropout``."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p == 1.0:
+        return F.dropout(x, p, True)
+    keep = torch.rand(x.shape, device=x.device) >= p  # float32 uniforms whatever x's dtype (exact p)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 def _window_index(window, B: int, T: int, device) -> torch.Tensor:

@@ -103,6 +103,37 @@ class _ExclusiveLSE(torch.autograd.Function):
         return gz.to(z.dtype), (None if g_scale is None else g_scale.to(scale.dtype)), None, None
 
 
+class _DenseExclusiveLSE(torch.autograd.Function):
+    """Dense ``lse_i = log sum_{j != i} exp(scale * <z_i, z_j>)`` with a symmetric backward pass.
+
+    The scores ``S = scale * z z^T`` are symmetric, so with ``Q = g * softmax(S)`` row-wise the gradient is
+    ``dz = scale * (Q + Q^T) z``: one batched product instead of the two autograd takes for ``z @ z^T`` (one per
+    operand), and no chain of elementwise backward ops. Saves the ``(G, M, M)`` dot products (the dense path
+    holds them anyway).
+    """
+
+    @staticmethod
+    def forward(ctx, z, scale, pair):
+        M = z.shape[-2]
+        dots = (z @ z.transpose(1, 2)).to(_acc(z.dtype))
+        s = _mask_tile(dots * scale.to(dots.dtype), 0, M, 0, M, M, pair)
+        lse = torch.logsumexp(s, dim=-1)
+        ctx.save_for_backward(z, scale, dots, lse)
+        ctx.pair = pair
+        return lse
+
+    @staticmethod
+    def backward(ctx, g):
+        z, scale, dots, lse = ctx.saved_tensors
+        M = z.shape[-2]
+        sc = scale.to(dots.dtype)
+        s = _mask_tile(dots * sc, 0, M, 0, M, M, ctx.pair)
+        q = torch.exp(s - lse[..., None]) * g.to(dots.dtype)[..., None]  # (G, M, M), 0 on excluded entries
+        gz = ((q + q.transpose(1, 2)).to(z.dtype) @ z).to(dots.dtype) * sc
+        g_scale = (q * dots).sum().to(scale.dtype) if ctx.needs_input_grad[1] else None
+        return gz.to(z.dtype), g_scale, None
+
+
 def exclusive_logsumexp(
     z: torch.Tensor,
     scale: torch.Tensor | float = 1.0,
@@ -128,11 +159,11 @@ def exclusive_logsumexp(
         # cast once so that the tiled forward and backward passes use the very same rounded inputs.
         z = z.to(torch.get_autocast_dtype(z.device.type))
     if chunk == 0 or (chunk is None and M < 1024):
-        s = accumulate_dtype(z @ z.transpose(-1, -2)) * scale.to(_acc(z.dtype))
-        return torch.logsumexp(_mask_tile(s, 0, M, 0, M, M, exclude_pair), dim=-1)
-    if chunk is None:
-        chunk = 512
-    lse = _ExclusiveLSE.apply(z.reshape(-1, M, D), scale, int(chunk), bool(exclude_pair))
+        lse = _DenseExclusiveLSE.apply(z.reshape(-1, M, D), scale, bool(exclude_pair))
+    else:
+        lse = _ExclusiveLSE.apply(
+            z.reshape(-1, M, D), scale, 512 if chunk is None else int(chunk), bool(exclude_pair)
+        )
     return lse.reshape(*lead, M)
 
 

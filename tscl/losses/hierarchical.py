@@ -58,6 +58,9 @@ class HierarchicalContrastiveLoss(nn.Module):
         self.alpha, self.temporal_unit = float(alpha), int(temporal_unit)
         self.instance_loss = _term(instance_loss, instance_loss_kwargs, "instance_loss")
         self.temporal_loss = _term(temporal_loss, temporal_loss_kwargs, "temporal_loss")
+        # Both terms plain NT-Xent with a fixed temperature (TS2Vec's loss): every level runs in one autograd node.
+        scales = (_fixed_ntxent_scale(self.instance_loss), _fixed_ntxent_scale(self.temporal_loss))
+        self._fused = None if None in scales else scales
 
     def _instance(self, z1, z2):
         if z1.shape[0] < 2:
@@ -79,7 +82,10 @@ class HierarchicalContrastiveLoss(nn.Module):
         # precision, and on CPU float32 batched matmuls at these sizes are faster than bfloat16 ones (measured).
         dtype = torch.promote_types(z1.dtype, torch.float32)
         with torch.autocast(z1.device.type, enabled=False):
-            return self._levels(z1.to(dtype), z2.to(dtype))
+            z1, z2 = z1.to(dtype), z2.to(dtype)
+            if self._fused is not None and 2 * max(z1.shape[0], z1.shape[1]) < 1024:
+                return _FusedTS2VecLoss.apply(z1, z2, self.alpha, self.temporal_unit, *self._fused)
+            return self._levels(z1, z2)
 
     def _levels(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         a = self.alpha
@@ -97,6 +103,102 @@ class HierarchicalContrastiveLoss(nn.Module):
                 loss = loss + a * self._instance(z1, z2)
             depth += 1
         return loss / depth
+
+
+def _fixed_ntxent_scale(term: nn.Module) -> float | None:
+    """``1 / temperature`` if ``term`` is a plain NT-Xent on raw dot products with a fixed temperature, else None."""
+    if type(term) is not NTXentLoss or term.normalize or term.chunk_size is not None:
+        return None
+    if isinstance(term.log_temperature, nn.Parameter):
+        return None
+    return float((-term.log_temperature).exp())
+
+
+def _ntxent_groups(z: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent within each group of ``z`` ``(G, 2N, D)`` (row ``i``'s positive is row ``(i + N) mod 2N``):
+    returns the mean loss, ``-mean_i log softmax_{j != i}(c z_i . z_j)[partner(i)]``, and that softmax ``P``
+    (``(G, 2N, 2N)``, 0 on the diagonal), which is all the backward pass needs."""
+    G, M, _ = z.shape
+    s = z @ z.transpose(1, 2)
+    if c != 1.0:
+        s.mul_(c)
+    s.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+    ls = torch.log_softmax(s, dim=-1)
+    n = M // 2
+    loss = -(ls.diagonal(n, 1, 2).sum() + ls.diagonal(-n, 1, 2).sum()) / (G * M)
+    return loss, ls.exp_()
+
+
+def _ntxent_groups_grad(z: torch.Tensor, p: torch.Tensor, c: float, w: float) -> torch.Tensor:
+    """Gradient of ``w * loss`` from :func:`_ntxent_groups` with respect to ``z``. The scores are symmetric, so
+    ``dz = w c / (G 2N) (P + P^T) z - w c / (G N) z_partner``: one batched product."""
+    G, M, _ = z.shape
+    n = M // 2
+    g = ((p + p.transpose(1, 2)) @ z).mul_(w * c / (G * M))
+    g[:, :n].sub_(z[:, n:], alpha=w * c / (G * n))
+    g[:, n:].sub_(z[:, :n], alpha=w * c / (G * n))
+    return g
+
+
+class _FusedTS2VecLoss(torch.autograd.Function):
+    """TS2Vec's hierarchical loss with NT-Xent terms at fixed temperatures, as one autograd node.
+
+    Same value as :meth:`HierarchicalContrastiveLoss._levels` (and the same gradient, up to how ties of the max
+    pooling are split). Written out because at TS2Vec's sizes the loss is hundreds of tiny ops whose autograd
+    bookkeeping cost more than their arithmetic: per level, one score product per term forward and one backward.
+    The views are kept as one ``(B, 2, T, D)`` tensor, whose ``(B, 2T, D)`` view is the temporal term's groups as
+    it stands. Dense scores: used for groups of fewer than 1,024 rows.
+    """
+
+    @staticmethod
+    def forward(ctx, z1, z2, alpha, temporal_unit, c_inst, c_temp):
+        B, D = z1.shape[0], z1.shape[2]
+        z = torch.stack([z1, z2], dim=1)  # (B, 2, T, D)
+        levels, total, depth = [], z1.new_zeros(()), 0
+        while True:
+            T = z.shape[2]
+            inst = temp = None
+            if alpha != 0 and B > 1:  # within each step: (T, 2B, D), view-major rows (partner = row + B)
+                zi = z.permute(2, 1, 0, 3).reshape(T, 2 * B, D)
+                loss, p = _ntxent_groups(zi, c_inst)
+                total += alpha * loss
+                inst = (zi, p)
+            if T > 1 and depth >= temporal_unit and alpha != 1:  # within each series: (B, 2T, D)
+                zt = z.view(B, 2 * T, D)
+                loss, p = _ntxent_groups(zt, c_temp)
+                total += (1 - alpha) * loss
+                temp = (zt, p)
+            depth += 1
+            if T == 1:
+                levels.append((T, inst, temp, None))
+                break
+            a, b = z[:, :, 0 : T - 1 : 2], z[:, :, 1:T:2]  # max pooling by 2, an odd last step dropped
+            levels.append((T, inst, temp, (a >= b).to(z.dtype)))
+            z = torch.maximum(a, b)
+        ctx.levels, ctx.shape, ctx.depth = levels, (B, D), depth
+        ctx.cfg = (alpha, c_inst, c_temp)
+        return total / depth
+
+    @staticmethod
+    def backward(ctx, grad):
+        alpha, c_inst, c_temp = ctx.cfg
+        (B, D), w = ctx.shape, 1.0 / ctx.depth
+        g = None  # gradient of the level above (the pooled one)
+        for T, inst, temp, first in reversed(ctx.levels):
+            if g is None:
+                out = grad.new_zeros((B, 2, T, D))
+            else:  # route each pooled gradient to the step that won the max
+                won = g * first
+                out = torch.stack([won, g - won], dim=3).view(B, 2, -1, D)
+                if out.shape[2] < T:
+                    out = torch.cat([out, out.new_zeros((B, 2, 1, D))], dim=2)
+            if temp is not None:
+                out += _ntxent_groups_grad(*temp, c_temp, (1 - alpha) * w).view(B, 2, T, D)
+            if inst is not None:
+                out += _ntxent_groups_grad(*inst, c_inst, alpha * w).view(T, 2, B, D).permute(2, 1, 0, 3)
+            g = out
+        g = g * grad
+        return g[:, 0], g[:, 1], None, None, None, None
 
 
 def _halve(z: torch.Tensor) -> torch.Tensor:

@@ -184,7 +184,7 @@ class AutoTCLPretraining(ContrastivePretraining):
         B, T, C = x.shape
         if self.crop_views:
             p = self.crop.sample(B, T, device=x.device)
-            both, layout = crop_pair_padded(torch.cat([x, v], dim=-1), p)
+            both, layout = crop_pair_padded(torch.cat([x, v], dim=-1), p, bucket=True)
             views = torch.cat([both[:B, :, :C], both[B:, :, C:]])
             mask = self.timestamp_mask.sample(2 * B, layout.L, device=x.device)
             return layout.encode_overlap(self.encoder, views, mask)

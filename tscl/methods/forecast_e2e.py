@@ -193,7 +193,9 @@ class ForecastingModule(L.LightningModule):
             self.learned_augmenter.eval()
             v = self.learned_augmenter(xn, sample=True).view
         B, T, C = xn.shape
-        both, layout = crop_pair_padded(torch.cat([xn, v], dim=-1), self.crop.sample(B, T, device=xn.device))
+        both, layout = crop_pair_padded(
+            torch.cat([xn, v], dim=-1), self.crop.sample(B, T, device=xn.device), bucket=True
+        )
         views = torch.cat([both[:B, :, :C], both[B:, :, C:]])
         mask = self.timestamp_mask.sample(2 * B, layout.L, device=xn.device)
         return layout.encode_overlap(self.encoder, views, mask)

@@ -205,7 +205,7 @@ class ContrastivePretraining(L.LightningModule):
         p = self.crop.sample(B, x.shape[1], device=x.device)
         len1, len2 = p.len1, p.len2
         if self.single_pass:
-            views, layout = crop_pair_padded(x, p)
+            views, layout = crop_pair_padded(x, p, bucket=True)
             if self.transforms is not None:  # independent draws for every view
                 views = self.transforms(views)
             mask = self.timestamp_mask.sample(2 * B, layout.L, device=x.device)
