@@ -116,13 +116,15 @@ def test_encode_overlap_equals_slicing_the_full_output(name):
             cuts.add(enc.pointwise_from(layout.L))
         full = layout.split_overlap(enc(views, valid=layout.valid))
         fast = layout.encode_overlap(enc, views)
-        for a, b in zip(full, fast):
+        for a, b in zip(full, fast, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
         g_full = torch.autograd.grad(sum(z.square().sum() for z in full), list(enc.parameters()))
         g_fast = torch.autograd.grad(sum(z.square().sum() for z in fast), list(enc.parameters()))
-        for a, b in zip(g_full, g_fast):
+        for a, b in zip(g_full, g_fast, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    if name == "tcn":  # the draws exercise both a real cut (trailing per-step blocks) and the slice-at-the-end path
+    if (
+        name == "tcn"
+    ):  # the draws exercise both a real cut (trailing per-step blocks) and the slice-at-the-end path
         assert len(cuts) > 1 and max(cuts) <= len(enc.blocks)
 
 

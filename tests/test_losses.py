@@ -93,7 +93,7 @@ def test_fused_ts2vec_loss_equals_the_per_level_graph(B, T, kw):
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
     g_fast = torch.autograd.grad(fast * 1.7, (z1, z2))
     g_slow = torch.autograd.grad(slow * 1.7, (z1, z2))
-    for a, b in zip(g_fast, g_slow):
+    for a, b in zip(g_fast, g_slow, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     # Other terms (or a learnable temperature) take the generic path.
     assert losses.get("hierarchical", instance_loss="dcl")._fused is None
