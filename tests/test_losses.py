@@ -179,3 +179,59 @@ def test_chunked_ntxent_equals_dense_and_handles_bf16():
     torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-4)
     got = dense(z1.bfloat16(), z2.bfloat16())
     assert float(got) == pytest.approx(float(ref), rel=0.02)
+
+
+def _global_local_slow(z1, z2, beta, K, off):
+    """Loop-per-row reference of GlobalLocalInfoNCELoss (the docstring's formulas)."""
+    import math
+
+    B, T, D = z1.shape
+    g1 = [v / v.norm() for v in z1.amax(1)]
+    g2 = [v / v.norm() for v in z2.amax(1)]
+    glob = 0.0
+    for i in range(B):
+        s = [float(g1[i] @ g2[j]) for j in range(B)]
+        glob += -s[i] + math.log(sum(math.exp(v) for v in s))
+    glob /= B
+    c = T // K
+    loc = 0.0
+    for b in range(B):
+        zn = z1[b] / z1[b].norm(dim=-1, keepdim=True)
+        u = [zn[off + k * c : off + (k + 1) * c].amax(0) for k in range(K)]
+        for k in range(K):
+            p = k + 1 if k < K - 1 else K - 2
+            negs = [
+                j
+                for j in range(K)
+                if abs(j - k) > 1 and not (k == 0 and j == 2) and not (k == K - 1 and j == K - 3)
+            ]
+            assert len(negs) == K - 3
+            sp = float(u[k] @ u[p])
+            loc += -sp + math.log(math.exp(sp) + sum(math.exp(float(u[k] @ u[j])) for j in negs))
+    loc /= B * K
+    return glob + beta * loc
+
+
+@pytest.mark.parametrize("B,T,K", [(4, 37, 4), (3, 64, 16), (2, 50, 6)])
+def test_global_local_matches_reference(B, T, K):
+    torch.manual_seed(7)
+    z1, z2 = torch.randn(B, T, 5, dtype=torch.float64), torch.randn(B, T, 5, dtype=torch.float64)
+    f = losses.get("global_local", local_weight=0.3, n_segments=K)
+    torch.manual_seed(11)
+    got = float(f(z1, z2))
+    torch.manual_seed(11)
+    off = int(torch.randint(T - K * (T // K) + 1, ()).item())
+    assert got == pytest.approx(_global_local_slow(z1, z2, 0.3, K, off), rel=1e-9)
+    if K == 4:
+        a, b = z1[:2, :12].clone().requires_grad_(True), z2[:2, :12].clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda a, b: (torch.manual_seed(3), f(a, b))[1], (a, b))
+
+
+def test_global_local_edge_cases_and_errors():
+    f = losses.get("global_local")
+    assert float(f(torch.randn(1, 2, 4), torch.randn(1, 2, 4))) == 0.0  # one series, too short for segments
+    assert "global_local" in losses.SEQUENCE_LOSSES
+    with pytest.raises(ConfigError, match="n_segments"):
+        losses.get("global_local", n_segments=3)
+    with pytest.raises(ConfigError, match=r"\(B, T, D\)"):
+        f(torch.randn(4, 3), torch.randn(4, 3))

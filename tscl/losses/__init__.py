@@ -6,7 +6,7 @@ leading dimensions independent groups, unless said otherwise):
 * pairwise ``loss(z1, z2)``: :data:`PAIRWISE_LOSSES` (ntxent, infonce, dcl, dclw, mochi, and the multi-view and
   cross-modal losses with two inputs). Usable as a :class:`~tscl.model.ContrastiveModel` loss (on max-pooled
   instance representations) and as the instance / temporal term of the hierarchical loss;
-* sequence ``loss(z1, z2)`` on ``(B, T, D)``: :data:`SEQUENCE_LOSSES` (hierarchical);
+* sequence ``loss(z1, z2)`` on ``(B, T, D)``: :data:`SEQUENCE_LOSSES` (hierarchical, global_local);
 * supervised ``loss(z, labels, anchor_mask=None)`` with ``z``: ``(N, D)`` or ``(N, V, D)``: supcon;
 * multi-view ``loss(z)`` with ``z``: ``(..., N, V, D)``, or ``loss(z1, ..., zV)``: mv_infonce, mv_dhel;
 * cross-modal ``loss(za, zb)`` / ``loss(za, zb, zc, ...)``: scl (clip), cwcl (``reference=``), symile.
@@ -23,6 +23,7 @@ from torch import nn
 from tscl.errors import ConfigError
 from tscl.losses.crossmodal import CWCLLoss, SCLLoss, SymileLoss
 from tscl.losses.dcl import DCLLoss, DCLWLoss
+from tscl.losses.globallocal import GlobalLocalInfoNCELoss
 from tscl.losses.hierarchical import HierarchicalContrastiveLoss
 from tscl.losses.infonce import InfoNCELoss, NTXentLoss
 from tscl.losses.mochi import MoCHiLoss
@@ -31,6 +32,7 @@ from tscl.losses.supcon import SupConLoss
 
 __all__ = [
     "HierarchicalContrastiveLoss",
+    "GlobalLocalInfoNCELoss",
     "NTXentLoss",
     "InfoNCELoss",
     "DCLLoss",
@@ -51,6 +53,7 @@ __all__ = [
 
 LOSSES: dict[str, type[nn.Module]] = {
     "hierarchical": HierarchicalContrastiveLoss,
+    "global_local": GlobalLocalInfoNCELoss,
     "ntxent": NTXentLoss,
     "nt_xent": NTXentLoss,
     "infonce": InfoNCELoss,
@@ -67,7 +70,7 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 #: losses that take (B, T, D) sequences; the others are applied to max-pooled (B, D) instance representations
-SEQUENCE_LOSSES = {"hierarchical"}
+SEQUENCE_LOSSES = {"hierarchical", "global_local"}
 
 #: losses that follow ``loss(z1, z2)`` (two views, row i a positive pair): usable by ContrastiveModel and as the
 #: instance / temporal term of the hierarchical loss
