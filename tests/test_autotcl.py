@@ -246,3 +246,17 @@ def test_cost_encoder_is_mean_of_causal_experts_and_trains_with_autotcl(tmp_path
     m.save(tmp_path / "c")
     X = _panel(2, seed=9)
     assert np.allclose(m.encode(X), tscl.load(tmp_path / "c").encode(X), atol=1e-5)
+
+
+def test_autotcl_code_settings_with_global_local_loss():
+    """AutoTCL's public-code setting: global + local InfoNCE on (x, learned view), no crops, no timestamp mask."""
+    m = tscl.ContrastiveModel(
+        augmenter="autotcl",
+        loss="global_local",
+        loss_kwargs={"n_segments": 4},
+        augmenter_kwargs={"crop": False, "aug_every": 1, "mask_p": 1.0},
+        **TINY,
+    )
+    m.fit(_panel(), n_iters=6, progress=False)
+    assert len(m.losses_) == 6 and np.all(np.isfinite(m.losses_))
+    assert m.encode(_panel(2, seed=3)).shape[0] == 2
