@@ -173,15 +173,16 @@ class TCNEncoder(nn.Module):
         h = self.input_fc(x).masked_fill(~keep.unsqueeze(-1), 0.0)  # (B, T, H)
         h = h.unsqueeze(1).permute(0, 3, 1, 2)  # (B, H, 1, T) channels-last: a view, no copy
         v = None if valid is None else valid.to(device=h.device, dtype=h.dtype)[:, None, None, :]
-        cut = len(self.blocks) + 1
+        # From block `pointwise` on every block acts per step: padding can no longer reach a real step, so `valid`
+        # is not needed there, and with a window only the window's steps are computed.
+        pointwise = self.pointwise_from(h.shape[-1])
         if window is not None:
             index = _window_index(window, h.shape[0], h.shape[-1], h.device)
-            cut = self.pointwise_from(h.shape[-1])
         for i, blk in enumerate(self.blocks):
-            if i == cut:
-                h, v = _take_steps(h, index), (None if v is None else _take_steps(v, index))
-            h = blk(h, v)
-        if cut == len(self.blocks):
+            if i == pointwise and window is not None:
+                h = _take_steps(h, index)
+            h = blk(h, v if i < pointwise else None)
+        if window is not None and pointwise == len(self.blocks):
             h = _take_steps(h, index)
         h = dropout(h, self.repr_dropout.p, self.training)
         return h.permute(0, 2, 3, 1).squeeze(1)  # (B, T, D), contiguous
