@@ -188,3 +188,38 @@ def test_tcn_dropout_rate_scale_and_gradient():
     assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0) is x
     bf = dropout(torch.ones(1000, dtype=torch.bfloat16), 0.5)
     assert bf.dtype == torch.bfloat16 and set(bf.unique().tolist()) <= {0.0, 2.0}
+
+
+@pytest.mark.parametrize(
+    "start,length", [((20, 31), 1), ((15, 40), 3), ((0, 9), 1), ((2, 30), 20), ((16, 16), 44)]
+)
+def test_cost_window_equals_slicing_the_full_output(start, length):
+    """CoST with ``window=``: trunk on the window plus the experts' context, experts as one matmul (short windows) or
+    an FFT convolution; windows that start inside the context use zero padding. Values and gradients as slicing."""
+    torch.manual_seed(0)
+    enc = encoders.get(
+        "cost", input_dims=2, output_dims=6, hidden_dims=5, depth=3, kernels=(1, 4, 16)
+    ).double()
+    x = torch.randn(2, 60, 2, dtype=torch.float64)
+    valid = torch.ones(2, 60, dtype=torch.bool)
+    valid[1, 52:] = False  # a padded tail, as in a batch of unequal series
+    st = torch.tensor(start)
+    index = st[:, None] + torch.arange(length)
+    full = enc(x, valid=valid)[torch.arange(2)[:, None], index]
+    fast = enc(x, valid=valid, window=(st, length))
+    assert fast.shape == (2, length, 6)
+    torch.testing.assert_close(fast, full, rtol=1e-12, atol=1e-12)
+    g_full = torch.autograd.grad(full.square().sum(), list(enc.parameters()))
+    g_fast = torch.autograd.grad(fast.square().sum(), list(enc.parameters()))
+    for a, b in zip(g_full, g_fast, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="outside"):
+        enc(x, window=(torch.tensor([0, 59]), 2))
+
+
+def test_cost_merged_kernel_is_the_mean_of_the_aligned_experts():
+    enc = encoders.get("cost", input_dims=1, output_dims=3, hidden_dims=3, depth=1, kernels=(4, 1, 4, 2))
+    w, b = enc.merged_kernel()
+    ref = sum(F.pad(c.weight, (4 - c.kernel_size[0], 0)) for c in enc.trend) / 4
+    torch.testing.assert_close(w, ref)
+    torch.testing.assert_close(b, sum(c.bias for c in enc.trend) / 4)

@@ -249,3 +249,29 @@ def test_fit_leaves_the_global_rng_alone(panel):
     torch.manual_seed(123)
     tiny().fit(panel, n_iters=2, progress=False)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("encoder", ["tcn", "cost", "transformer"])
+@pytest.mark.parametrize("length,causal", [(1, True), (3, True), (2, False)])
+def test_sliding_encoding_equals_encoding_each_window(encoder, length, causal):
+    """Encoders that take ``window=`` (TCN, CoST) compute only the target steps of each sliding window; the result
+    is the same as encoding every window in full (NaN context before the start) and slicing."""
+    kw = {"encoder_kwargs": {"kernels": [1, 2, 16]}} if encoder == "cost" else {}
+    m = tscl.ContrastiveModel(encoder=encoder, seed=0, **TINY, **kw).fit(
+        np.random.default_rng(0).standard_normal((3, 40, 2)).astype(np.float32), n_iters=2, progress=False
+    )
+    x = np.random.default_rng(1).standard_normal((2, 30, 2)).astype(np.float32)
+    pad = 20
+    z = m.encode(x, causal=causal, sliding_length=length, sliding_padding=pad, batch_size=5)
+    right = 0 if causal else pad
+    xp = np.concatenate(
+        [np.full((2, pad, 2), np.nan, np.float32), x, np.full((2, pad + length, 2), np.nan, np.float32)], 1
+    )
+    for t in (0, 6, 27):
+        s = t - t % length  # the window holding step t starts at s
+        direct = m.encode(xp[:, s : s + pad + length + right])[:, pad + t - s]
+        np.testing.assert_allclose(z[:, t], direct, rtol=1e-4, atol=1e-5)
+    pooled = m.encode(
+        x, causal=causal, sliding_length=length, sliding_padding=pad, encoding_window="full_series"
+    )
+    np.testing.assert_allclose(pooled, z.max(axis=1), rtol=1e-6)

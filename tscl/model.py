@@ -538,6 +538,8 @@ class ContrastiveModel:
         offs = starts.repeat(N) - padding
         outs = []
         m_float = None if m_all is None else m_all.unsqueeze(-1).float()
+        # Encoders that take ``window=`` compute only the target steps (the same values as slicing the output).
+        use_window = getattr(net, "accepts_window", False) and encoding_window in (None, "full_series")
         for i in range(0, len(series), batch_size):
             rows, st = series[i : i + batch_size], offs[i : i + batch_size]
             xb = take_windows(x_all, rows, st, win).to(device)
@@ -548,11 +550,15 @@ class ContrastiveModel:
                     .bool()
                     .to(device)
                 )
-            z = net(xb, mb).float()
-            if encoding_window == "full_series":
-                z = z[:, padding : padding + length].amax(dim=1, keepdim=True)
+            if use_window:
+                z = net(xb, mb, window=(torch.full((len(rows),), padding, device=device), length)).float()
             else:  # pool inside the window, then keep the target steps: never looks past the window
-                z = self._pool(z, encoding_window)[:, padding : padding + length]
+                z = net(xb, mb).float()
+                if encoding_window != "full_series":
+                    z = self._pool(z, encoding_window)
+                z = z[:, padding : padding + length]
+            if encoding_window == "full_series":
+                z = z.amax(dim=1, keepdim=True)
             outs.append(z.cpu())
         out = torch.cat(outs, 0)  # (N * n_windows, length or 1, D)
         out = out.reshape(N, len(starts) * out.shape[1], out.shape[2])

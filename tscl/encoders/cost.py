@@ -17,6 +17,9 @@ defaults, about 30x the TCN trunk), so for long kernels (``>= 16`` taps) it runs
 (:func:`causal_conv_fft`): blocks of ``L = 2K`` steps, the channel mixing as one complex matmul per frequency, about
 ``(L/2+1) / (L-K+1) * 4 * output_dims**2`` real multiply-adds per step (0.8 M at the defaults). Same result to
 rounding (float64 tests), measured 5-7x faster than the direct convolution on CPU (forward + backward, 3,000 steps).
+With ``window=`` (sliding-window encoding keeps one step per window) the trunk runs on the window and the experts'
+context only, and the experts become one matmul per kept step: the ETTh1 forecasting protocol's causal encoding
+(14,400 windows of 201 steps) measured 6.7x faster than encoding every window in full.
 
 Shapes: ``(B, T, C) -> (B, T, output_dims)``; same ``mask`` / ``valid`` contract as the TCN.
 """
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tscl.encoders.tcn import TCNEncoder
+from tscl.encoders.tcn import TCNEncoder, _window_index
 
 __all__ = ["CoSTEncoder", "causal_conv_fft"]
 
@@ -35,6 +38,9 @@ __all__ = ["CoSTEncoder", "causal_conv_fft"]
 class CoSTEncoder(nn.Module):
     """Args: input_dims, output_dims (320), hidden_dims (64), depth (10), kernels (1, 2, ..., 128), dropout on the
     trunk's output (0: AutoTCL's CoST encoder applies none before the trend experts)."""
+
+    #: ``forward`` takes ``window=`` (see :meth:`forward`).
+    accepts_window = True
 
     def __init__(
         self,
@@ -56,37 +62,111 @@ class CoSTEncoder(nn.Module):
         self.trunk = TCNEncoder(input_dims, output_dims, hidden_dims, depth, dropout=dropout)
         self.trend = nn.ModuleList([nn.Conv1d(output_dims, output_dims, k) for k in kernels])
 
+    def _expert_sum(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum (not mean) of the experts as one causal kernel of ``max(kernels)`` taps, each expert's taps aligned
+        to the most recent step (:class:`_AlignedSum`)."""
+        bias = self.trend[0].bias
+        for conv in self.trend[1:]:
+            bias = bias + conv.bias
+        return _AlignedSum.apply(*(conv.weight for conv in self.trend)), bias
+
     def merged_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The single causal convolution equal to the mean of the experts: ``(weight, bias)``, kernel max(kernels),
         each expert's taps aligned to the most recent step."""
-        K = max(self.kernels)
-        w = sum(F.pad(conv.weight, (K - conv.kernel_size[0], 0)) for conv in self.trend) / len(self.trend)
-        b = sum(conv.bias for conv in self.trend) / len(self.trend)
-        return w, b
+        w, b = self._expert_sum()
+        return w / len(self.trend), b / len(self.trend)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, valid: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        window: tuple[torch.Tensor, int] | None = None,
     ) -> torch.Tensor:
-        h = self.trunk(x, mask, valid).transpose(1, 2)  # (B, D, T)
-        if valid is not None:  # padded steps act as zeros for the causal experts too
-            h = h * valid.to(device=h.device, dtype=h.dtype).unsqueeze(1)
-        w, b = self.merged_kernel()
-        if w.shape[-1] >= 16:
-            out = causal_conv_fft(h, w, b)
+        """``(B, T, C) -> (B, T, output_dims)``. ``window = (start, length)`` returns only the steps ``start[b] ..
+        start[b] + length - 1`` (``(B, length, D)``, the same values as slicing the full output): the trunk runs
+        with its own window widened by the experts' ``max(kernels) - 1`` steps of context, and for short windows
+        (sliding-window encoding keeps one step) the experts are one matmul over that context instead of an FFT
+        convolution over the whole series."""
+        ctx = max(self.kernels) - 1
+        if window is None:
+            h = self.trunk(x, mask, valid)  # (B, T, D)
+            length, v = h.shape[1], valid
         else:
-            out = F.conv1d(F.pad(h, (w.shape[-1] - 1, 0)), w.to(h.dtype), b.to(h.dtype))
-        return out.transpose(1, 2)
+            index = _window_index(window, x.shape[0], x.shape[1], x.device)
+            length = index.shape[1]
+            start = index[:, 0]
+            if bool((start >= ctx).all()):  # the context lies inside the series
+                h = self.trunk(x, mask, valid, window=(start - ctx, length + ctx))
+                steps = index[:, :1] - ctx + torch.arange(length + ctx, device=x.device)
+            else:  # steps before t = 0 are the causal convolution's zero padding
+                h = F.pad(self.trunk(x, mask, valid), (0, 0, ctx, 0))
+                steps = index[:, :1] + torch.arange(length + ctx, device=x.device)  # in padded coordinates
+                h = h[torch.arange(h.shape[0], device=h.device)[:, None], steps]
+                steps = steps - ctx
+            v = None if valid is None else valid.to(x.device).gather(1, steps.clamp(min=0)) & (steps >= 0)
+        if v is not None:  # padded steps act as zeros for the causal experts too
+            h = h * v.to(device=h.device, dtype=h.dtype).unsqueeze(-1)
+        w, b = self._expert_sum()
+        if window is not None and length <= 8:  # one matmul over each output step's K steps of context
+            cols = h.unfold(1, ctx + 1, 1).transpose(2, 3)  # (B, length, K, D)
+            wk = w.transpose(1, 2).reshape(w.shape[0], -1)  # (O, K * D)
+            out = torch.addmm(b, cols.reshape(-1, wk.shape[1]), wk.t()).view(h.shape[0], length, -1)
+        else:
+            ht = h.transpose(1, 2)  # (B, D, T')
+            if ctx + 1 >= 16:
+                out = causal_conv_fft(ht, w, b)
+            else:
+                out = F.conv1d(F.pad(ht, (ctx, 0)), w.to(ht.dtype), b.to(ht.dtype))
+            out = out[..., out.shape[-1] - length :].transpose(1, 2)
+        return out * (1.0 / len(self.trend))
+
+
+class _AlignedSum(torch.autograd.Function):
+    """``sum_k pad(W_k, (K - k, 0))`` for kernels ``W_k`` of ``k`` taps, ``K = max k``, without the padded copies:
+    forward adds each expert into the last ``k`` taps of one zero kernel, backward hands each expert the matching
+    slice of the gradient (``sum(k)`` taps of work instead of ``len(kernels) * K``; at the defaults the full kernel
+    is 52 MB, and padding it per expert dominated a CoST training step)."""
+
+    @staticmethod
+    def forward(ctx, *weights):
+        K = max(w.shape[-1] for w in weights)
+        out = weights[0].new_zeros(*weights[0].shape[:-1], K)
+        for w in weights:
+            out[..., K - w.shape[-1] :] += w
+        ctx.taps = [w.shape[-1] for w in weights]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        K = grad.shape[-1]
+        return tuple(grad[..., K - k :] for k in ctx.taps)
+
+
+def _fft_length(B: int, T: int, K: int) -> int:
+    """Overlap-save block length for ``B`` series of ``T`` outputs and a ``K``-tap kernel: the power of two
+    ``L >= 2K`` that minimises ``(L/2 + 1) * (B * n_blocks(L) + 16)``, the frequency rows of the channel mixing
+    plus the kernel's spectrum (``L/2 + 1`` frequencies of the whole ``(O, C)`` kernel, as heavy as ~16 rows)."""
+    L = 1 << (max(2 * K, 16) - 1).bit_length()
+    best, best_cost = L, None
+    while True:
+        cost = (L // 2 + 1) * (B * -(-T // (L - K + 1)) + 16)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = L, cost
+        if L - K + 1 >= T:
+            return best
+        L *= 2
 
 
 def causal_conv_fft(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     r"""Causal convolution ``y[b, o, t] = sum_i sum_j weight[o, i, j] h[b, i, t-K+1+j] + bias[o]`` (zeros before
     ``t = 0``), i.e. ``conv1d(pad(h, (K-1, 0)), weight, bias)``, by overlap-save FFT blocks.
 
-    The padded input is cut into blocks of ``L`` (``2K`` rounded up to a power of two) steps overlapping by ``K-1``;
-    per block, the circular convolution with the flipped kernel (``rfft`` / ``irfft`` of length ``L``) is exact on
-    its last ``L-K+1`` steps. The channel mixing is one batched complex matmul over the ``L/2+1`` frequencies,
-    ``Y_f = X_f W_f^T``. Runs in float32 (float64 stays float64) with autocast off, since FFTs have no bfloat16
-    kernels; the result is cast back to ``h``'s dtype. ``h``: ``(B, C, T)``; ``weight``: ``(O, C, K)``.
+    The padded input is cut into blocks of ``L`` steps (a power of two ``>= 2K``, :func:`_fft_length`) overlapping
+    by ``K-1``; per block, the circular cross-correlation with the kernel, ``irfft(H_f conj(W_f))``, is exact on its
+    first ``L-K+1`` steps. The channel mixing is one batched complex matmul over the ``L/2+1`` frequencies. Runs in
+    float32 (float64 stays float64) with autocast off, since FFTs have no bfloat16 kernels; the result is cast back
+    to ``h``'s dtype. ``h``: ``(B, C, T)``; ``weight``: ``(O, C, K)``.
     """
     out_dtype = h.dtype
     dtype = torch.float64 if h.dtype == torch.float64 else torch.float32
@@ -94,16 +174,18 @@ def causal_conv_fft(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         h, w = h.to(dtype), weight.to(dtype)
         B, C, T = h.shape
         n_out, _, K = w.shape
-        L = 1 << (max(2 * K, 16) - 1).bit_length()
+        L = _fft_length(B, T, K)
         step = L - K + 1
         n = -(-T // step)  # blocks
         blocks = F.pad(h, (K - 1, n * step - T)).unfold(-1, L, step)  # (B, C, n, L)
         Hf = torch.fft.rfft(blocks, n=L)  # (B, C, n, F)
-        Wf = torch.fft.rfft(w.flip(-1), n=L)  # (O, C, F)
+        Wf = torch.fft.rfft(w, n=L)  # (O, C, F)
         nf = Hf.shape[-1]
-        Y = torch.bmm(Hf.permute(3, 0, 2, 1).reshape(nf, B * n, C), Wf.permute(2, 1, 0))  # (F, B*n, n_out)
+        # H conj(W) = conj(conj(H) W): conjugating the (smaller) signal side keeps the kernel's spectrum as is
+        Hc = Hf.permute(3, 0, 2, 1).reshape(nf, B * n, C).conj().resolve_conj()
+        Y = torch.bmm(Hc, Wf.permute(2, 1, 0)).conj()  # (F, B*n, n_out)
         Y = Y.reshape(nf, B, n, n_out).permute(1, 3, 2, 0)  # (B, n_out, n, F)
-        y = torch.fft.irfft(Y, n=L)[..., K - 1 :].reshape(B, n_out, n * step)[..., :T]
+        y = torch.fft.irfft(Y, n=L)[..., :step].reshape(B, n_out, n * step)[..., :T]
         if bias is not None:
             y = y + bias.to(dtype).view(1, -1, 1)
     return y.to(out_dtype)
