@@ -85,26 +85,23 @@ class CoSTEncoder(nn.Module):
     ) -> torch.Tensor:
         """``(B, T, C) -> (B, T, output_dims)``. ``window = (start, length)`` returns only the steps ``start[b] ..
         start[b] + length - 1`` (``(B, length, D)``, the same values as slicing the full output): the trunk runs
-        with its own window widened by the experts' ``max(kernels) - 1`` steps of context, and for short windows
-        (sliding-window encoding keeps one step) the experts are one matmul over that context instead of an FFT
-        convolution over the whole series."""
+        with its own window widened by the experts' ``max(kernels) - 1`` steps of context (when that context lies
+        inside the series; otherwise the full output is sliced), and for short windows (sliding-window encoding
+        keeps one step) the experts are one matmul over that context instead of an FFT convolution."""
         ctx = max(self.kernels) - 1
         if window is None:
             h = self.trunk(x, mask, valid)  # (B, T, D)
             length, v = h.shape[1], valid
         else:
             index = _window_index(window, x.shape[0], x.shape[1], x.device)
-            length = index.shape[1]
-            start = index[:, 0]
-            if bool((start >= ctx).all()):  # the context lies inside the series
-                h = self.trunk(x, mask, valid, window=(start - ctx, length + ctx))
-                steps = index[:, :1] - ctx + torch.arange(length + ctx, device=x.device)
-            else:  # steps before t = 0 are the causal convolution's zero padding
-                h = F.pad(self.trunk(x, mask, valid), (0, 0, ctx, 0))
-                steps = index[:, :1] + torch.arange(length + ctx, device=x.device)  # in padded coordinates
-                h = h[torch.arange(h.shape[0], device=h.device)[:, None], steps]
-                steps = steps - ctx
-            v = None if valid is None else valid.to(x.device).gather(1, steps.clamp(min=0)) & (steps >= 0)
+            start, length = index[:, 0], index.shape[1]
+            if not bool(
+                (start >= ctx).all()
+            ):  # some window's context reaches before t = 0: slice the full output
+                return self.forward(x, mask, valid)[torch.arange(x.shape[0], device=x.device)[:, None], index]
+            h = self.trunk(x, mask, valid, window=(start - ctx, length + ctx))
+            steps = index[:, :1] - ctx + torch.arange(length + ctx, device=x.device)
+            v = None if valid is None else valid.to(x.device).gather(1, steps)
         if v is not None:  # padded steps act as zeros for the causal experts too
             h = h * v.to(device=h.device, dtype=h.dtype).unsqueeze(-1)
         w, b = self._expert_sum()
