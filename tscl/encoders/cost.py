@@ -16,7 +16,8 @@ eight separate ones. Done directly that costs ``max(kernels) * output_dims**2`` 
 defaults, about 30x the TCN trunk), so for long kernels (``>= 16`` taps) it runs as an overlap-save FFT convolution
 (:func:`causal_conv_fft`): blocks of ``L = 2K`` steps, the channel mixing as one complex matmul per frequency, about
 ``(L/2+1) / (L-K+1) * 4 * output_dims**2`` real multiply-adds per step (0.8 M at the defaults). Same result to
-rounding (float64 tests), measured 5-7x faster than the direct convolution on CPU (forward + backward, 3,000 steps).
+rounding (float64 tests), measured 5-7x faster than the direct convolution on CPU (forward + backward, 3,000 steps);
+its backward is written in the frequency domain too (:class:`_FFTCorrelate`), 1.5x faster than autograd's.
 With ``window=`` (sliding-window encoding keeps one step per window) the trunk runs on the window and the experts'
 context only, and the experts become one matmul per kept step: the ETTh1 forecasting protocol's causal encoding
 (14,400 windows of 201 steps) measured 6.7x faster than encoding every window in full.
@@ -169,20 +170,66 @@ def causal_conv_fft(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     dtype = torch.float64 if h.dtype == torch.float64 else torch.float32
     with torch.autocast(h.device.type, enabled=False):
         h, w = h.to(dtype), weight.to(dtype)
-        B, C, T = h.shape
-        n_out, _, K = w.shape
-        L = _fft_length(B, T, K)
-        step = L - K + 1
-        n = -(-T // step)  # blocks
-        blocks = F.pad(h, (K - 1, n * step - T)).unfold(-1, L, step)  # (B, C, n, L)
-        Hf = torch.fft.rfft(blocks, n=L)  # (B, C, n, F)
-        Wf = torch.fft.rfft(w, n=L)  # (O, C, F)
-        nf = Hf.shape[-1]
-        # H conj(W) = conj(conj(H) W): conjugating the (smaller) signal side keeps the kernel's spectrum as is
-        Hc = Hf.permute(3, 0, 2, 1).reshape(nf, B * n, C).conj().resolve_conj()
-        Y = torch.bmm(Hc, Wf.permute(2, 1, 0)).conj()  # (F, B*n, n_out)
-        Y = Y.reshape(nf, B, n, n_out).permute(1, 3, 2, 0)  # (B, n_out, n, F)
-        y = torch.fft.irfft(Y, n=L)[..., :step].reshape(B, n_out, n * step)[..., :T]
+        y = _FFTCorrelate.apply(h, w, _fft_length(h.shape[0], h.shape[-1], w.shape[-1]))
         if bias is not None:
             y = y + bias.to(dtype).view(1, -1, 1)
     return y.to(out_dtype)
+
+
+def _block_spectra(x: torch.Tensor, L: int) -> torch.Tensor:
+    """``(B, C, n, L')`` blocks (``L' <= L``, zero-padded to ``L``) -> their spectra as ``(L/2+1, B*n, C)`` rows."""
+    X = torch.fft.rfft(x, n=L)  # (B, C, n, F)
+    B, C, n, nf = X.shape
+    return X.permute(3, 0, 2, 1).reshape(nf, B * n, C)
+
+
+class _FFTCorrelate(torch.autograd.Function):
+    """The overlap-save core of :func:`causal_conv_fft` with its backward written in the same frequency domain.
+
+    With block spectra ``H`` (rows = batch x block), kernel spectrum ``W`` and output-gradient block spectra ``G``
+    (each block's ``L-K+1`` gradients zero-padded to ``L``):
+
+    * forward: ``Y_f = H_f conj(W_f)^T`` (circular cross-correlation), first ``L-K+1`` steps of ``irfft(Y)``;
+    * input gradient: ``irfft(G_f W_f)`` per block (a circular convolution; no wrap-around since the kernel has
+      ``K`` taps), blocks overlap-added back onto the padded series;
+    * kernel gradient: ``irfft(sum_rows conj(G_f)^T H_f)``, first ``K`` taps.
+
+    Autograd's generic path for the same graph pads every spectrum to full length for the ``rfft`` backward and
+    materialises conjugated copies of the (large) kernel spectrum; this does two ``irfft`` and two matmuls."""
+
+    @staticmethod
+    def forward(ctx, h, w, L):
+        B, C, T = h.shape
+        n_out, _, K = w.shape
+        step = L - K + 1
+        n = -(-T // step)  # blocks
+        Hm = _block_spectra(F.pad(h, (K - 1, n * step - T)).unfold(-1, L, step), L)  # (F, B*n, C)
+        Wf = torch.fft.rfft(w, n=L)  # (O, C, F)
+        nf = Hm.shape[0]
+        # H conj(W) = conj(conj(H) W): conjugating the (smaller) signal side keeps the kernel's spectrum as is
+        Y = torch.bmm(Hm.conj().resolve_conj(), Wf.permute(2, 1, 0)).conj()  # (F, B*n, O)
+        Y = Y.reshape(nf, B, n, n_out).permute(1, 3, 2, 0)  # (B, O, n, F)
+        ctx.save_for_backward(Hm, Wf)
+        ctx.dims = (B, C, T, K, L, step, n)
+        return torch.fft.irfft(Y, n=L)[..., :step].reshape(B, n_out, n * step)[..., :T]
+
+    @staticmethod
+    def backward(ctx, gy):
+        Hm, Wf = ctx.saved_tensors
+        B, C, T, K, L, step, n = ctx.dims
+        n_out, nf = Wf.shape[0], Wf.shape[-1]
+        Gm = _block_spectra(F.pad(gy, (0, n * step - T)).reshape(B, n_out, n, step), L)  # (F, B*n, O)
+        grad_h = grad_w = None
+        if ctx.needs_input_grad[0]:
+            gH = torch.bmm(Gm, Wf.permute(2, 0, 1))  # (F, B*n, C)
+            gblk = torch.fft.irfft(gH.reshape(nf, B, n, C).permute(1, 3, 2, 0), n=L)  # (B, C, n, L)
+            out = gblk.new_zeros(
+                B, C, n + 1, step
+            )  # overlap-add: a block's last K-1 steps start the next one
+            out[:, :, :n] = gblk[..., :step]
+            out[:, :, 1:, : K - 1] += gblk[..., step:]
+            grad_h = out.reshape(B, C, (n + 1) * step)[..., K - 1 : K - 1 + T]
+        if ctx.needs_input_grad[1]:
+            gW = torch.bmm(Gm.conj().transpose(1, 2), Hm)  # (F, O, C)
+            grad_w = torch.fft.irfft(gW.permute(1, 2, 0), n=L)[..., :K]
+        return grad_h, grad_w, None
