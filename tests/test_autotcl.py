@@ -211,8 +211,10 @@ def test_bench_autotcl_runs_both_methods_in_one_run(tmp_path, capsys):
 
     out = tmp_path / "b"
     args = ["bench", "autotcl", "--tasks", "classify", "--datasets", "ItalyPowerDemand", "--seeds", "0"]
-    assert main([*args, "--n-iters-classify", "3", "--out", str(out)]) == 0
+    kw = '{"output_dims": 8, "hidden_dims": 8, "depth": 2, "lr": 0.002}'  # for both methods
+    assert main([*args, "--n-iters-classify", "3", "--model-kwargs", kw, "--out", str(out)]) == 0
     res = json.loads((out / "bench_autotcl.json").read_text())
+    assert res["settings"]["model_kwargs"] == kw
     runs = res["classify"]
     assert [(r["method"], r["n_iters"]) for r in runs] == [("fixed", 3), ("autotcl", 3)]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in runs)
@@ -260,3 +262,26 @@ def test_autotcl_code_settings_with_global_local_loss():
     m.fit(_panel(), n_iters=6, progress=False)
     assert len(m.losses_) == 6 and np.all(np.isfinite(m.losses_))
     assert m.encode(_panel(2, seed=3)).shape[0] == 2
+
+
+def test_bench_autotcl_model_kwargs_reach_both_methods_and_are_checked():
+    from argparse import Namespace
+
+    from tscl.bench.autotcl import _recipe
+
+    args = Namespace(precision="32-true", augmenter_kwargs='{"aug_every": 2}', model_kwargs='{"lr": 1e-5}')
+    fixed, auto = (_recipe(args, m, 0, "cost", 5) for m in ("fixed", "autotcl"))
+    assert fixed["lr"] == auto["lr"] == 1e-5 and fixed["encoder"] == "cost" and auto["n_iters"] == 5
+    assert "augmenter_kwargs" not in fixed and auto["augmenter_kwargs"] == {"aug_every": 2}
+    with pytest.raises(ConfigError, match="cannot set"):
+        _recipe(
+            Namespace(precision="32-true", augmenter_kwargs=None, model_kwargs='{"seed": 3}'),
+            "fixed",
+            0,
+            "tcn",
+            5,
+        )
+    with pytest.raises(ConfigError, match="JSON object"):
+        _recipe(
+            Namespace(precision="32-true", augmenter_kwargs=None, model_kwargs="[1]"), "fixed", 0, "tcn", 5
+        )

@@ -37,6 +37,16 @@ def _recipe(args, method: str, seed: int, encoder: str, n_iters: int | None) -> 
     }
     if n_iters is not None:
         r["n_iters"] = n_iters
+    if getattr(args, "model_kwargs", None):  # the same settings for both methods
+        extra = json.loads(args.model_kwargs)
+        from tscl.errors import ConfigError
+
+        if not isinstance(extra, dict):
+            raise ConfigError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+        clash = sorted(set(extra) & (set(r) | {"n_iters", "augmenter_kwargs"}))
+        if clash:
+            raise ConfigError(f"--model-kwargs cannot set {clash}: they have their own options")
+        r.update(extra)
     if method == "autotcl" and args.augmenter_kwargs:
         r["augmenter_kwargs"] = json.loads(args.augmenter_kwargs)
     return r
@@ -400,5 +410,10 @@ def add_parser(bs):
     p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
     p.add_argument(
         "--augmenter-kwargs", default=None, help="JSON for the AutoTCL augmenter, e.g. '{\"aug_every\": 3}'"
+    )
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        help='JSON of model settings for both methods, e.g. \'{"loss": "global_local", "lr": 1e-5}\'',
     )
     return p
