@@ -86,6 +86,7 @@ def test_gradients_reach_augmenter_and_only_augmenter():
     assert any(not torch.equal(aug0[k], v) for k, v in mod.augmenter.state_dict().items())
     assert all(torch.equal(enc0[k], v) for k, v in mod.encoder.state_dict().items())
     assert all(p.grad is None for p in mod.encoder.parameters())
+    assert all(p.requires_grad for p in mod.encoder.parameters())  # frozen for the step only
 
 
 def test_seed_gives_identical_views_and_runs(fitted):

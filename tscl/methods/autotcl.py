@@ -136,6 +136,10 @@ class AutoTCLPretraining(ContrastivePretraining):
         was_training = self.encoder.training
         self.encoder.eval()
         self.augmenter.train()
+        # The encoder is frozen here: its weights leave the graph, so no backward op computes their gradients.
+        frozen = [p for p in self.encoder.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
         try:
             out = self.augmenter(x)
             with torch.no_grad():
@@ -150,6 +154,8 @@ class AutoTCLPretraining(ContrastivePretraining):
             self.aug_opt.zero_grad(set_to_none=True)
         finally:
             self.encoder.train(was_training)
+            for p in frozen:
+                p.requires_grad_(True)
         parts.update(loss=float(loss.detach()), keep_prob=float(out.keep_prob.detach().float().mean()))
         return parts
 
