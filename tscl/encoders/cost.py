@@ -14,7 +14,7 @@ Because the average of causal convolutions is itself one causal convolution (ker
 kernel-aligned mean of the experts' weights), the forward pass runs a single convolution: the same result as the
 eight separate ones. Done directly that costs ``max(kernels) * output_dims**2`` multiply-adds per step (13 M at the
 defaults, about 30x the TCN trunk), so for long kernels (``>= 16`` taps) it runs as an overlap-save FFT convolution
-(:func:`causal_conv_fft`): blocks of ``L = 2K`` steps, the channel mixing as one complex matmul per frequency, about
+(:func:`causal_conv_fft`): blocks of ``L >= 2K`` steps, the channel mixing as one complex matmul per frequency, about
 ``(L/2+1) / (L-K+1) * 4 * output_dims**2`` real multiply-adds per step (0.8 M at the defaults). Same result to
 rounding (float64 tests), measured 5-7x faster than the direct convolution on CPU (forward + backward, 3,000 steps);
 its backward is written in the frequency domain too (:class:`_FFTCorrelate`), 1.5x faster than autograd's.
@@ -96,9 +96,8 @@ class CoSTEncoder(nn.Module):
         else:
             index = _window_index(window, x.shape[0], x.shape[1], x.device)
             start, length = index[:, 0], index.shape[1]
-            if not bool(
-                (start >= ctx).all()
-            ):  # some window's context reaches before t = 0: slice the full output
+            inside = bool((start >= ctx).all())
+            if not inside:  # some window's context reaches before t = 0: slice the full output
                 return self.forward(x, mask, valid)[torch.arange(x.shape[0], device=x.device)[:, None], index]
             h = self.trunk(x, mask, valid, window=(start - ctx, length + ctx))
             steps = index[:, :1] - ctx + torch.arange(length + ctx, device=x.device)
