@@ -223,3 +223,17 @@ def test_cost_merged_kernel_is_the_mean_of_the_aligned_experts():
     ref = sum(F.pad(c.weight, (4 - c.kernel_size[0], 0)) for c in enc.trend) / 4
     torch.testing.assert_close(w, ref)
     torch.testing.assert_close(b, sum(c.bias for c in enc.trend) / 4)
+
+
+def test_fft_convolution_refuses_second_derivatives():
+    """The frequency-domain backward reuses forward-time spectra, so a second derivative would be silently wrong:
+    it raises instead."""
+    from tscl.encoders.cost import causal_conv_fft
+
+    h = torch.randn(2, 3, 40, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 16, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(causal_conv_fft(h, w).square().sum(), (h, w), create_graph=True)
+    assert (
+        torch.autograd.grad(causal_conv_fft(h, w).square().sum(), h)[0].shape == h.shape
+    )  # first order works

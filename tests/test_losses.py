@@ -235,3 +235,13 @@ def test_global_local_edge_cases_and_errors():
         losses.get("global_local", n_segments=3)
     with pytest.raises(ConfigError, match=r"\(B, T, D\)"):
         f(torch.randn(4, 3), torch.randn(4, 3))
+
+
+def test_fused_losses_refuse_second_derivatives():
+    """Hand-written backwards reuse forward-time intermediates: asking for a graph of the gradient (a gradient
+    penalty, say) raises instead of returning a silently wrong or constant one."""
+    z1 = torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
+    loss = losses.get("hierarchical")(z1, z2)
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(loss, z1, create_graph=True)

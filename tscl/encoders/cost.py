@@ -214,6 +214,8 @@ class _FFTCorrelate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
+        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
+            raise RuntimeError("_FFTCorrelate has no second derivative (create_graph=True is not supported)")
         Hm, Wf = ctx.saved_tensors
         B, C, T, K, L, step, n = ctx.dims
         n_out, nf = Wf.shape[0], Wf.shape[-1]

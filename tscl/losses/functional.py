@@ -78,6 +78,8 @@ class _ExclusiveLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
+            raise RuntimeError("_ExclusiveLSE has no second derivative (create_graph=True is not supported)")
         z, scale, lse = ctx.saved_tensors
         G, M, _ = z.shape
         acc = lse.dtype
@@ -124,6 +126,10 @@ class _DenseExclusiveLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
+            raise RuntimeError(
+                "_DenseExclusiveLSE has no second derivative (create_graph=True is not supported)"
+            )
         z, scale, dots, lse = ctx.saved_tensors
         M = z.shape[-2]
         sc = scale.to(dots.dtype)
@@ -204,6 +210,8 @@ class _CrossLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_row, g_col):
+        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
+            raise RuntimeError("_CrossLSE has no second derivative (create_graph=True is not supported)")
         a, b, scale, row, col = ctx.saved_tensors
         acc = row.dtype
         sc = scale.to(acc)
