@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tscl.encoders.tcn import TCNEncoder, _window_index
+from tscl.losses.functional import check_first_order
 
 __all__ = ["CoSTEncoder", "causal_conv_fft"]
 
@@ -214,8 +215,7 @@ class _FFTCorrelate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
-        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
-            raise RuntimeError("_FFTCorrelate has no second derivative (create_graph=True is not supported)")
+        check_first_order("_FFTCorrelate")
         Hm, Wf = ctx.saved_tensors
         B, C, T, K, L, step, n = ctx.dims
         n_out, nf = Wf.shape[0], Wf.shape[-1]

@@ -34,6 +34,14 @@ def _mask_tile(s, a, b, c, d, M, pair):
     return s.masked_fill(excl, float("-inf"))
 
 
+def check_first_order(name: str) -> None:
+    """Called first in a hand-written ``backward``: such backwards reuse forward-time intermediates that carry no
+    graph, so a ``create_graph=True`` pass (a gradient penalty, say) would get a silently wrong second derivative.
+    Raise instead. (Autograd runs ``backward`` with grad mode on only under ``create_graph=True``.)"""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{name} has no second derivative (create_graph=True is not supported)")
+
+
 class _ExclusiveLSE(torch.autograd.Function):
     """Tiled ``lse_i = log sum_{j != i} exp(scale * <z_i, z_j>)``; never holds the (M, M) score matrix.
 
@@ -78,8 +86,7 @@ class _ExclusiveLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
-            raise RuntimeError("_ExclusiveLSE has no second derivative (create_graph=True is not supported)")
+        check_first_order("_ExclusiveLSE")
         z, scale, lse = ctx.saved_tensors
         G, M, _ = z.shape
         acc = lse.dtype
@@ -126,10 +133,7 @@ class _DenseExclusiveLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
-            raise RuntimeError(
-                "_DenseExclusiveLSE has no second derivative (create_graph=True is not supported)"
-            )
+        check_first_order("_DenseExclusiveLSE")
         z, scale, dots, lse = ctx.saved_tensors
         M = z.shape[-2]
         sc = scale.to(dots.dtype)
@@ -210,8 +214,7 @@ class _CrossLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_row, g_col):
-        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
-            raise RuntimeError("_CrossLSE has no second derivative (create_graph=True is not supported)")
+        check_first_order("_CrossLSE")
         a, b, scale, row, col = ctx.saved_tensors
         acc = row.dtype
         sc = scale.to(acc)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from tscl.errors import ConfigError
+from tscl.losses.functional import check_first_order
 from tscl.losses.infonce import NTXentLoss, check_pair
 
 __all__ = ["HierarchicalContrastiveLoss"]
@@ -181,10 +182,7 @@ class _FusedTS2VecLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if torch.is_grad_enabled():  # create_graph=True: the saved intermediates carry no graph
-            raise RuntimeError(
-                "_FusedTS2VecLoss has no second derivative (create_graph=True is not supported)"
-            )
+        check_first_order("_FusedTS2VecLoss")
         alpha, c_inst, c_temp = ctx.cfg
         (B, D), w = ctx.shape, 1.0 / ctx.depth
         g = None  # gradient of the level above (the pooled one)
