@@ -225,6 +225,55 @@ def test_bench_autotcl_runs_both_methods_in_one_run(tmp_path, capsys):
     assert "AutoTCL vs fixed" in capsys.readouterr().out
 
 
+def test_bench_autotcl_cost_ratio_is_the_median_of_paired_rounds(tmp_path, monkeypatch, capsys):
+    import json
+
+    from tscl.bench import common
+    from tscl.cli import main
+
+    # seconds per iteration of each round; the rounds' ratios are 1.4, 1.1, 1.6 -> median 1.4, while the ratio of
+    # the per-method medians (2.2 / 1.5) would be 1.47: the paired ratio cancels drifts that move a whole round
+    times = {"fixed": [1.0, 2.0, 1.5], "autotcl": [1.4, 2.2, 2.4]}
+    seen = {"fixed": 0, "autotcl": 0}
+
+    def fake_worker(target, spec):
+        assert target == "tscl.bench.autotcl:cost_worker" and spec["n_iters"] == 5
+        k = seen[spec["method"]]
+        seen[spec["method"]] += 1
+        return {
+            "sec_per_iter": times[spec["method"]][k],
+            "fit_total_s": 1.0,
+            "n_iters": 5,
+            "peak_rss_gb": 0.5,
+        }
+
+    monkeypatch.setattr(common, "run_worker", fake_worker)
+    out = tmp_path / "c"
+    assert (
+        main(
+            [
+                "bench",
+                "autotcl",
+                "--tasks",
+                "cost",
+                "--n-iters-cost",
+                "5",
+                "--repeats",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    s = json.loads((out / "bench_autotcl.json").read_text())["summary"]["cost"]["GunPoint/tcn"]
+    assert s["time_ratio"] == pytest.approx(1.4)
+    assert s["time_ratio_rounds"] == pytest.approx([1.4, 1.1, 1.6])
+    assert s["fixed"]["sec_per_iter"] == 1.5 and s["autotcl"]["sec_per_iter"] == 2.2
+    assert (out / "autotcl_cost.png").exists()
+    assert "1.4" in capsys.readouterr().out
+
+
 def test_cost_encoder_is_mean_of_causal_experts_and_trains_with_autotcl(tmp_path):
     import torch.nn.functional as F
 

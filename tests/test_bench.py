@@ -19,6 +19,8 @@ def test_bench_pretrain_reports_throughput_and_memory(tmp_path, capsys):
                 "--configs",
                 "two-pass fp32",
                 "one-pass fp32",
+                "--repeats",
+                "1",
                 "--out",
                 str(out),
             ]
@@ -32,10 +34,37 @@ def test_bench_pretrain_reports_throughput_and_memory(tmp_path, capsys):
         assert r["sequences_per_s"] == r["iters_per_s"] * r["batch"]
         assert r["ratio_vs_ts2vec_impl"] is not None  # ItalyPowerDemand has a reference time in ANCHORS.md
     assert res[0]["ratio_vs_two_pass"] == 1.0 and all(r["n_iters"] == 8 for r in res)
+    assert all(r["fit_total_s_runs"] == [r["fit_total_s"]] for r in res)  # --repeats 1: one run each
     ref_s = 8.1  # ANCHORS.md: ItalyPowerDemand, 200 iterations
     assert res[1]["ratio_vs_ts2vec_impl"] == pytest.approx(ref_s / (res[1]["fit_total_s"] * 200 / 8))
     assert "x ts2vec_impl" in capsys.readouterr().out
     assert (out / "pretrain_time.png").exists()
+
+
+def test_run_rounds_interleaves_configurations_and_median_run_picks_a_real_run(monkeypatch):
+    from tscl.bench import common
+    from tscl.errors import ConfigError
+
+    calls = []
+
+    def fake_worker(target, spec):
+        calls.append(spec["name"])
+        return {
+            "name": spec["name"],
+            "t": {"a": [3.0, 1.0, 2.0], "b": [5.0, 4.0, 9.0]}[spec["name"]][
+                sum(c == spec["name"] for c in calls) - 1
+            ],
+        }
+
+    monkeypatch.setattr(common, "run_worker", fake_worker)
+    runs = common.run_rounds("m:f", [{"name": "a"}, {"name": "b"}], 3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]  # reversed on odd rounds: drifts hit both alike
+    assert [r["t"] for r in runs[0]] == [3.0, 1.0, 2.0] and [r["t"] for r in runs[1]] == [5.0, 4.0, 9.0]
+    med = common.median_run(runs[1], "t")
+    assert med["t"] == 5.0 and med["t_runs"] == [5.0, 4.0, 9.0]
+    assert common.median_run(runs[0][:2], "t")["t"] == 1.0  # even count: the lower middle run
+    with pytest.raises(ConfigError, match="repeats"):
+        common.run_rounds("m:f", [{"name": "a"}], 0)
 
 
 def test_bench_classify_summarises_seeds(tmp_path, capsys):

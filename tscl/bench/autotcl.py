@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tscl.bench.common import run_worker
+from tscl.bench.common import median_run, run_rounds
 from tscl.bench.common import table as _table
 
 METHODS = ("fixed", "autotcl")
@@ -282,9 +283,8 @@ def _cost(args, out: dict) -> None:
     rows, bars = [], []
     for dataset in args.cost_datasets:
         for encoder in args.encoders:
-            r = {}
-            for method in METHODS:
-                spec = {
+            specs = [
+                {
                     "dataset": dataset,
                     "ett": args.ett,
                     "encoder": encoder,
@@ -292,15 +292,37 @@ def _cost(args, out: dict) -> None:
                     "n_iters": args.n_iters_cost,
                     "warmup": min(4, args.n_iters_cost - 1),
                 }
-                r[method] = run_worker("tscl.bench.autotcl:cost_worker", spec)
+                for method in METHODS
+            ]
+            runs = dict(
+                zip(
+                    METHODS,
+                    run_rounds(
+                        "tscl.bench.autotcl:cost_worker",
+                        specs,
+                        args.repeats,
+                        label=lambda s: f"cost {s['dataset']} {s['encoder']} {s['method']}",
+                    ),
+                    strict=True,
+                )
+            )
+            # Each round's two runs are adjacent in time: their ratio is the round's, and the median round is
+            # reported (robust to the machine's drifts, which move both runs of a round alike).
+            round_ratios = [
+                a["sec_per_iter"] / f["sec_per_iter"]
+                for a, f in zip(runs["autotcl"], runs["fixed"], strict=True)
+            ]
+            r = {m: median_run(runs[m], "sec_per_iter") for m in METHODS}
+            for method in METHODS:
                 out["cost"].append({"dataset": dataset, "encoder": encoder, "method": method, **r[method]})
-                _save_partial(args, out)
                 print(
-                    f"  cost {dataset} {encoder} {method}: {r[method]['sec_per_iter']:.3f} s/iter, "
+                    f"  cost {dataset} {encoder} {method}: {r[method]['sec_per_iter']:.3f} s/iter (median; runs "
+                    f"{', '.join(f'{t:.3f}' for t in r[method]['sec_per_iter_runs'])}), "
                     f"peak RSS {r[method]['peak_rss_gb']:.2f} GB",
                     flush=True,
                 )
-            ratio = r["autotcl"]["sec_per_iter"] / r["fixed"]["sec_per_iter"]
+            _save_partial(args, out)
+            ratio = float(statistics.median(round_ratios))
             rows.append(
                 [
                     dataset,
@@ -322,10 +344,12 @@ def _cost(args, out: dict) -> None:
             )
             out["summary"]["cost"][f"{dataset}/{encoder}"] = {
                 "time_ratio": ratio,
+                "time_ratio_rounds": round_ratios,
                 **{m: r[m] for m in METHODS},
             }
     print(
-        f"\nTraining cost per iteration ({args.n_iters_cost} iterations, steady state after 4), one process each"
+        f"\nTraining cost per iteration ({args.n_iters_cost} iterations, steady state after 4), one process each, "
+        f"{args.repeats} interleaved rounds: medians, ratio = median of the rounds' ratios"
     )
     print(
         _table(
@@ -407,6 +431,12 @@ def add_parser(bs):
         help="GunPoint, ETTh1, ... (ETTh1 with the transformer: full attention over 3,000 steps, ~20 s/it, 7 GB)",
     )
     p.add_argument("--n-iters-cost", type=int, default=40, help="timed iterations per configuration")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="cost: rounds of (fixed, AutoTCL) runs, interleaved; medians are reported",
+    )
     p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
     p.add_argument(
         "--augmenter-kwargs", default=None, help="JSON for the AutoTCL augmenter, e.g. '{\"aug_every\": 3}'"

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: tables and the per-seed recipe."""
+"""Helpers shared by the benchmarks: tables, the per-seed recipe, and timed runs in fresh processes."""
 
 from __future__ import annotations
 
@@ -66,3 +66,33 @@ def run_worker(target: str, spec: dict[str, Any]) -> dict[str, Any]:
     if proc.returncode != 0 or not lines:  # (a stopped worker may exit 0 without a result)
         raise RuntimeError(f"benchmark worker {target} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+def run_rounds(
+    target: str, specs: list[dict[str, Any]], repeats: int, label=None
+) -> list[list[dict[str, Any]]]:
+    """Run every spec ``repeats`` times, each run in a fresh process (:func:`run_worker`), interleaved: each round
+    runs all specs, in reverse order on odd rounds, so that a shared machine's slow drifts (measured here: the same
+    run varies by 20% over minutes) fall on every configuration alike. Returns one list of results per spec, in
+    round order. ``label(spec)`` names a run in the progress lines."""
+    from tscl.errors import ConfigError
+
+    if int(repeats) < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {repeats!r}")
+    results: list[list[dict[str, Any]]] = [[] for _ in specs]
+    for r in range(int(repeats)):
+        order = range(len(specs)) if r % 2 == 0 else reversed(range(len(specs)))
+        for i in order:
+            results[i].append(run_worker(target, specs[i]))
+            if label is not None:
+                print(f"  round {r + 1}/{repeats}: {label(specs[i])} done", flush=True)
+    return results
+
+
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose ``key`` is the median (the lower middle one for an even count), so every reported field comes
+    from one real run; ``<key>_runs`` lists ``key`` of all runs."""
+    ordered = sorted(runs, key=lambda r: r[key])
+    out = dict(ordered[(len(ordered) - 1) // 2])
+    out[f"{key}_runs"] = [r[key] for r in runs]
+    return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tscl.bench.common import run_worker
+from tscl.bench.common import median_run, run_rounds
 from tscl.bench.common import table as _table
 
 #: Configurations compared by ``tscl bench pretrain``. "two-pass fp32" encodes the two views in two forward passes
@@ -87,15 +87,25 @@ def run(args) -> dict[str, Any]:
             what = "random stand-in with ETTh1's shape (pass --ett for the real file)"
         n_iters = args.n_iters or (200 if dataset != "ETTh1" else 25)
         base = None
-        for name in args.configs:
-            spec = {
+        specs = [
+            {
                 "dataset": dataset,
                 "ett": args.ett,
                 "config": PRETRAIN_CONFIGS[name],
+                "name": name,
                 "n_iters": n_iters,
                 "warmup": min(5, n_iters - 1),
             }
-            r = run_worker("tscl.bench.pretrain:pretrain_worker", spec)
+            for name in args.configs
+        ]
+        runs = run_rounds(
+            "tscl.bench.pretrain:pretrain_worker",
+            specs,
+            args.repeats,
+            label=lambda s: f"{s['dataset']} {s['name']}",
+        )
+        for name, config_runs in zip(args.configs, runs, strict=True):
+            r = median_run(config_runs, "fit_total_s")
             base = base or r
             ref = TS2VEC_UCR_REFERENCE.get(dataset)
             # End to end: our whole fit (Trainer set-up included) against the reference's 200-iteration training
@@ -133,7 +143,8 @@ def run(args) -> dict[str, Any]:
             )
             print(
                 f"  {dataset:>10} {name}: {r['n_iters']} iters in {r['fit_total_s']:.1f} s "
-                f"({r['iters_per_s']:.2f} it/s steady)",
+                f"({r['iters_per_s']:.2f} it/s steady; runs: "
+                f"{', '.join(f'{t:.1f}' for t in r['fit_total_s_runs'])} s)",
                 flush=True,
             )
     print("\nPretraining throughput: TCN (depth 10, hidden 64, out 320) + hierarchical loss, TS2Vec settings")
@@ -158,6 +169,7 @@ def run(args) -> dict[str, Any]:
         )
     )
     print(
+        f"Median of {args.repeats} interleaved runs per configuration (each in its own process). "
         "fit_s: whole fit, end to end (Trainer set-up included); import_s: the one-time import of Lightning before "
         "it, not in fit_s (the reference's time excludes its imports too); it/s, seq/s, steps/s: steady state after 5 warm-up iterations.\n"
         "x ts2vec_impl: the public TS2Vec implementation's 200-iteration training time on this machine class "
@@ -191,4 +203,10 @@ def add_parser(bs):
     p.add_argument("--datasets", nargs="+", default=["GunPoint", "ETTh1"])
     p.add_argument("--configs", nargs="+", default=list(PRETRAIN_CONFIGS), choices=list(PRETRAIN_CONFIGS))
     p.add_argument("--n-iters", type=int, default=None, help="timed iterations per configuration")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs per configuration, interleaved across configurations; the median run is reported",
+    )
     return p
