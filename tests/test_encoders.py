@@ -188,6 +188,12 @@ def test_tcn_dropout_rate_scale_and_gradient():
     assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0) is x
     bf = dropout(torch.ones(1000, dtype=torch.bfloat16), 0.5)
     assert bf.dtype == torch.bfloat16 and set(bf.unique().tolist()) <= {0.0, 2.0}
+    # the mask follows x's layout: channels-last activations stay channels-last (no strided multiply)
+    h = torch.randn(4, 32, 1, 50).contiguous(memory_format=torch.channels_last)
+    out = dropout(h, 0.1)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert out.permute(0, 2, 3, 1).is_contiguous()
+    assert abs(float((out == 0).float().mean()) - 0.1) < 0.03
 
 
 @pytest.mark.parametrize(
