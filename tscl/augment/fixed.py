@@ -714,7 +714,9 @@ class PaddedPair:
         layers read them; any other ``(B, T, C) -> (B, T, D)`` encoder is run on the whole views and sliced."""
         if getattr(encoder, "accepts_window", False):
             z = encoder(views, mask, valid=self.valid, window=self.overlap_window)
-            z1, z2 = z.split(self.B)  # split (not two slices): its backward is one cat, not two zero-filled grads
+            z1, z2 = z.split(
+                self.B
+            )  # split (not two slices): its backward is one cat, not two zero-filled grads
             return z1, z2
         return self.split_overlap(encoder(views, mask, valid=self.valid))
 
