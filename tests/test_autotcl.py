@@ -238,6 +238,13 @@ def test_bench_autotcl_cost_ratio_is_the_median_of_paired_rounds(tmp_path, monke
 
     def fake_worker(target, spec):
         assert target == "tscl.bench.autotcl:cost_worker" and spec["n_iters"] == 5
+        model = spec["model"]  # the command's model settings reach the timed runs
+        assert (
+            model["augmenter"] == spec["method"]
+            and model["precision"] == "bf16-mixed"
+            and model["lr"] == 0.002
+        )
+        assert model.get("augmenter_kwargs") == ({"aug_every": 4} if spec["method"] == "autotcl" else None)
         k = seen[spec["method"]]
         seen[spec["method"]] += 1
         return {
@@ -260,6 +267,12 @@ def test_bench_autotcl_cost_ratio_is_the_median_of_paired_rounds(tmp_path, monke
                 "5",
                 "--repeats",
                 "3",
+                "--precision",
+                "bf16-mixed",
+                "--model-kwargs",
+                '{"lr": 0.002}',
+                "--augmenter-kwargs",
+                '{"aug_every": 4}',
                 "--out",
                 str(out),
             ]

@@ -261,7 +261,7 @@ def cost_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from tscl.bench.pretrain import _pretrain_panel
 
     X, _ = _pretrain_panel(spec["dataset"], spec.get("ett"))
-    m = tscl.ContrastiveModel(seed=0, device="cpu", encoder=spec["encoder"], augmenter=spec["method"])
+    m = tscl.ContrastiveModel(**spec["model"])
     n, warm = int(spec["n_iters"]), int(spec["warmup"])
     t0 = time.perf_counter()
     m.fit(X, n_iters=n, progress=False)
@@ -289,6 +289,8 @@ def _cost(args, out: dict) -> None:
                     "ett": args.ett,
                     "encoder": encoder,
                     "method": method,
+                    # the same model settings as the accuracy tasks (--precision, --model-kwargs, --augmenter-kwargs)
+                    "model": _recipe(args, method, 0, encoder, None),
                     "n_iters": args.n_iters_cost,
                     "warmup": min(4, args.n_iters_cost - 1),
                 }
