@@ -693,7 +693,10 @@ class PaddedPair:
 
     def split_overlap(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """From per-step outputs ``z`` (2B, L, ...) return the overlap parts ``(z1, z2)``, each (B, crop_l, ...)."""
-        return z[: self.B, self.overlap1], z[self.B :, self.overlap2]
+        z1, z2 = z.split(
+            self.B
+        )  # split, not row slices: its backward is one cat instead of zero-filled grads
+        return z1[:, self.overlap1], z2[:, self.overlap2]
 
     @property
     def overlap_window(self) -> tuple[Tensor, int]:
@@ -714,9 +717,7 @@ class PaddedPair:
         layers read them; any other ``(B, T, C) -> (B, T, D)`` encoder is run on the whole views and sliced."""
         if getattr(encoder, "accepts_window", False):
             z = encoder(views, mask, valid=self.valid, window=self.overlap_window)
-            z1, z2 = z.split(
-                self.B
-            )  # split (not two slices): its backward is one cat, not two zero-filled grads
+            z1, z2 = z.split(self.B)  # the window is the overlap: nothing left to slice
             return z1, z2
         return self.split_overlap(encoder(views, mask, valid=self.valid))
 
