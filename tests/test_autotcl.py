@@ -348,3 +348,33 @@ def test_bench_autotcl_model_kwargs_reach_both_methods_and_are_checked():
         _recipe(
             Namespace(precision="32-true", augmenter_kwargs=None, model_kwargs="[1]"), "fixed", 0, "tcn", 5
         )
+
+
+def test_autotcl_crops_and_masks_equal_the_fixed_paths_at_equal_seed(monkeypatch):
+    """The two methods differ only in the views: same seed, same batches, crops and timestamp masks per step."""
+    from tscl.augment.fixed import OverlapCrop, TimestampMask
+
+    seen = []
+    crop_sample, mask_sample = OverlapCrop.sample, TimestampMask.sample
+
+    def rec_crop(self, *a, **k):
+        p = crop_sample(self, *a, **k)
+        seen[-1].append((p.crop_l, p.crop_left, p.crop_eleft, p.crop_eright, p.offset.tolist()))
+        return p
+
+    def rec_mask(self, *a, **k):
+        m = mask_sample(self, *a, **k)
+        seen[-1].append(m.tolist())
+        return m
+
+    monkeypatch.setattr(OverlapCrop, "sample", rec_crop)
+    monkeypatch.setattr(TimestampMask, "sample", rec_mask)
+    runs = {}
+    for aug in ("fixed", "autotcl"):
+        seen.append([])
+        kw = {"augmenter_kwargs": {"aug_every": 2}} if aug == "autotcl" else {}
+        tscl.ContrastiveModel(augmenter=aug, seed=3, **TINY, **kw).fit(_panel(), n_iters=6, progress=False)
+        runs[aug] = seen[-1]
+    assert len(runs["fixed"]) == 12  # a crop and a mask per step
+    assert runs["autotcl"] == runs["fixed"]
+    assert len({str(c) for c in runs["fixed"][::2]}) > 1  # the crops do vary from step to step

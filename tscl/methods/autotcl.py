@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from tscl.augment.autotcl import AutoTCLAugmenter, AutoTCLObjective, mask_collapse
-from tscl.augment.fixed import crop_pair_padded
+from tscl.augment.fixed import bucket_length, crop_pair_padded
 from tscl.errors import ConfigError
 from tscl.methods.pretrain import ContrastivePretraining, adamw
 
@@ -183,16 +183,32 @@ class AutoTCLPretraining(ContrastivePretraining):
                 self._healthy = self._snapshot()
         return out, kind
 
-    def contrastive_views(self, x: torch.Tensor):
-        """Representations ``(z1, z2)`` of the pair (x, learned view of x), cropped as TS2Vec when ``crop``."""
+    def draw_crops(self, B: int, T: int, device) -> tuple | None:
+        """TS2Vec's crop and timestamp masks for the step, drawn first, in the fixed path's order.
+
+        Drawn before any augmenter draw, so at equal seed AutoTCL and the fixed augmentation crop and mask the same
+        steps: the two methods differ only in the views (and timing comparisons see equal encoder work). ``None``
+        with ``crop=False`` (the mask is then drawn with the views).
+        """
+        if not self.crop_views:
+            return None
+        p = self.crop.sample(B, T, device=device)
+        return p, self.timestamp_mask.sample(2 * B, bucket_length(max(p.len1, p.len2)), device=device)
+
+    def contrastive_views(self, x: torch.Tensor, crops: tuple | None = None):
+        """Representations ``(z1, z2)`` of the pair (x, learned view of x), cropped as TS2Vec when ``crop``.
+
+        ``crops``: ``(CropParams, mask)`` from :meth:`draw_crops` (drawn here when None and ``crop=True``).
+        """
+        B, T, C = x.shape
+        if self.crop_views and crops is None:
+            crops = self.draw_crops(B, T, x.device)
         out, _ = self.learned_view(x)
         v = out.view
-        B, T, C = x.shape
         if self.crop_views:
-            p = self.crop.sample(B, T, device=x.device)
+            p, mask = crops
             both, layout = crop_pair_padded(torch.cat([x, v], dim=-1), p, bucket=True)
             views = torch.cat([both[:B, :, :C], both[B:, :, C:]])
-            mask = self.timestamp_mask.sample(2 * B, layout.L, device=x.device)
             return layout.encode_overlap(self.encoder, views, mask)
         mask = self.timestamp_mask.sample(2 * B, T, device=x.device)
         z = self.encoder(torch.cat([x, v]), mask)
@@ -202,6 +218,7 @@ class AutoTCLPretraining(ContrastivePretraining):
         step = int(self.global_step)
         x = self.data[self.batch_indices(self.draw_index())].to(self.device, non_blocking=True)
         x = self._window(x)
+        crops = self.draw_crops(x.shape[0], x.shape[1], x.device)
         opt = self.optimizers()
         if step % self.aug_every == 0:
             parts = self.augmenter_step(x)
@@ -211,7 +228,7 @@ class AutoTCLPretraining(ContrastivePretraining):
                 "keep", parts["keep_prob"], prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0]
             )
         n_events = len(self.collapse_events)
-        z1, z2 = self.contrastive_views(x)
+        z1, z2 = self.contrastive_views(x, crops)
         if not self.sequence_loss:
             z1, z2 = z1.amax(dim=1), z2.amax(dim=1)
         loss = self.loss_fn(z1, z2)
