@@ -10,7 +10,9 @@ Every step ``k`` (Lightning manual optimisation, one encoder optimizer step per 
    paper's pair: the original and its learned view). With ``crop=True`` (default) TS2Vec's overlapping crops are
    applied on top (view 1 a crop of ``x``, view 2 the other crop of ``v``), and with TS2Vec's timestamp masking;
    with ``crop=False`` both are the whole window. The encoder's contrastive loss is the model's ``loss`` unchanged
-   (hierarchical by default), so AutoTCL and the fixed augmentation differ only in the views.
+   (hierarchical by default), so AutoTCL and the fixed augmentation differ only in the views. The step's crops and
+   timestamp masks are drawn first, in the fixed path's order, so at equal seed both methods train on the same
+   batches, crops and masks (and a timing comparison sees the same encoder work).
 
 The authors update the augmenter every ``ratio_step`` iterations (1 in their code); ``aug_every=3`` is our default
 to keep the cost at <= 1.5x a fixed-augmentation step (measured on GunPoint: an augmenter step costs about one
