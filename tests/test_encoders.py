@@ -128,6 +128,43 @@ def test_encode_overlap_equals_slicing_the_full_output(name):
         assert len(cuts) > 1 and max(cuts) <= len(enc.blocks)
 
 
+def test_tcn_bf16_training_window_is_bucketed_and_equals_slicing(monkeypatch):
+    """Training under bf16 on the CPU, the TCN runs its per-step blocks on a bucketed number of steps (oneDNN reuses
+    its bf16 kernels); the window's values and gradients equal those of slicing the full output, and the extra
+    steps never reach the output. Outside training, or in float32, nothing is padded."""
+    import tscl.encoders.tcn as tcn
+    from tscl.augment import OverlapCrop, crop_pair_padded
+
+    torch.manual_seed(0)
+    enc = encoders.get("tcn", input_dims=2, output_dims=8, hidden_dims=8, depth=6, dropout=0.0).train()
+    x = torch.randn(3, 90, 2)
+    seen = []
+    real = tcn._bucket_window
+    monkeypatch.setattr(tcn, "_bucket_window", lambda index: seen.append(index.shape[1]) or real(index))
+    for seed in range(6):
+        p = OverlapCrop().sample(3, 90, generator=torch.Generator().manual_seed(seed))
+        views, layout = crop_pair_padded(x, p)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            full = layout.split_overlap(enc(views, valid=layout.valid))
+            fast = layout.encode_overlap(enc, views)
+        for a, b in zip(full, fast, strict=True):
+            assert a.shape == b.shape == (3, p.crop_l, 8)
+            torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+        g_full = torch.autograd.grad(sum(z.float().square().sum() for z in full), list(enc.parameters()))
+        g_fast = torch.autograd.grad(sum(z.float().square().sum() for z in fast), list(enc.parameters()))
+        for a, b in zip(g_full, g_fast, strict=True):
+            torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2)
+    assert seen, "the bf16 training path must bucket the window"
+    assert real(torch.arange(17)[None]).shape[1] == 32  # bucket_length(17)
+    n = len(seen)
+    enc.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        enc(x, window=(torch.zeros(3, dtype=torch.long), 1))
+    enc.train()
+    enc(x, window=(torch.zeros(3, dtype=torch.long), 5))  # float32
+    assert len(seen) == n
+
+
 def test_tcn_window_is_checked():
     enc = encoders.get("tcn", input_dims=1, output_dims=4, hidden_dims=4, depth=2)
     x = torch.randn(2, 10, 1)

@@ -178,12 +178,22 @@ class TCNEncoder(nn.Module):
         pointwise = self.pointwise_from(h.shape[-1])
         if window is not None:
             index = _window_index(window, h.shape[0], h.shape[-1], h.device)
+            n_keep = index.shape[1]
+            if (
+                self.training
+                and pointwise < len(self.blocks)
+                and h.device.type == "cpu"
+                and h.dtype != torch.float32
+            ):
+                index = _bucket_window(index)
         for i, blk in enumerate(self.blocks):
             if i == pointwise and window is not None:
                 h = _take_steps(h, index)
             h = blk(h, v if i < pointwise else None)
         if window is not None and pointwise == len(self.blocks):
             h = _take_steps(h, index)
+        if window is not None and h.shape[-1] != n_keep:
+            h = h[..., :n_keep]  # the bucket's padding steps
         h = dropout(h, self.repr_dropout.p, self.training)
         return h.permute(0, 2, 3, 1).squeeze(1)  # (B, T, D), contiguous
 
@@ -215,6 +225,19 @@ def _window_index(window, B: int, T: int, device) -> torch.Tensor:
     if bool(((start < 0) | (start + length > T)).any()):  # one host sync per forward
         raise ValueError(f"window runs outside the {T} encoded steps")
     return start.long()[:, None] + torch.arange(length, device=device)
+
+
+def _bucket_window(index: torch.Tensor) -> torch.Tensor:
+    """Pad the window's step indices ``(B, L')`` to :func:`~tscl.augment.fixed.bucket_length` ``(L')`` columns by
+    repeating the last step. Used for the per-step blocks when training under bf16 on the CPU: oneDNN builds (JIT-compiles) a
+    bf16 matmul kernel for every new shape, about 1 ms each at TS2Vec's sizes against 0.23 ms for the product
+    itself, and the overlap length changes every training step; with bucketed lengths the kernels are reused. The extra
+    steps are computed per step and cut off before dropout, so the window's values are unchanged. (float32 uses
+    MKL's GEMM, which builds nothing per shape, so it is left unpadded.)"""
+    from tscl.augment.fixed import bucket_length
+
+    extra = bucket_length(index.shape[1]) - index.shape[1]
+    return torch.cat([index, index[:, -1:].expand(-1, extra)], dim=1) if extra else index
 
 
 def _take_steps(h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
