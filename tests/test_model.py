@@ -238,6 +238,60 @@ def test_swa_average_includes_the_initial_weights(panel):
     assert not torch.equal(avg, w1)  # the average is not just the last weights
 
 
+def test_weight_average_equals_torch_averaged_model():
+    """The lean CPU update of the weight average gives bit-identical averages to torch's AveragedModel (same state
+    dict keys), and it is the equal-weight mean of w_0 .. w_n."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from tscl.encoders.tcn import TCNEncoder
+    from tscl.methods.pretrain import _swa_update, weight_average
+
+    torch.manual_seed(0)
+    enc = TCNEncoder(2, output_dims=8, hidden_dims=8, depth=2)
+    ours = weight_average(enc)
+    ref = AveragedModel(enc, multi_avg_fn=_swa_update)
+    ref.update_parameters(enc)
+    history = [[p.detach().clone() for p in enc.parameters()]]
+    for _ in range(30):
+        with torch.no_grad():
+            for p in enc.parameters():
+                p.add_(torch.randn_like(p))
+        history.append([p.detach().clone() for p in enc.parameters()])
+        ours.update_parameters(enc)
+        ref.update_parameters(enc)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    for a, b in zip(ours.state_dict().values(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert int(ours.n_averaged) == 31
+    for i, p in enumerate(ours.module.parameters()):
+        mean = torch.stack([h[i] for h in history]).mean(0)
+        torch.testing.assert_close(p.detach(), mean, rtol=1e-4, atol=1e-4)
+
+
+def test_training_loss_is_logged_as_a_running_mean_every_few_steps(panel, monkeypatch):
+    """``loss`` is logged every ``log_every`` steps (and at the first and last) as the mean of the recent steps;
+    every step's loss stays in ``losses_``."""
+    from tscl.methods.pretrain import ContrastivePretraining
+
+    logged = []
+    real = ContrastivePretraining.log
+
+    def spy(self, name, value, *args, **kwargs):
+        if name == "loss":
+            logged.append((int(self.global_step) + 1, float(value)))
+        return real(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(ContrastivePretraining, "log", spy)
+    m = tiny(seed=0)
+    m.fit(panel, n_iters=25, progress=False)
+    assert [s for s, _ in logged] == [1, 10, 20, 25]
+    losses = m.losses_
+    assert len(losses) == 25
+    for step, value in logged:
+        assert value == pytest.approx(float(np.mean(losses[max(step - 10, 0) : step])), rel=1e-6)
+    assert float(m.module_.trainer.callback_metrics["loss"]) == pytest.approx(np.mean(losses[15:]), rel=1e-6)
+
+
 def test_pairwise_loss_needs_two_series():
     with pytest.raises(ConfigError, match="at least 2 training series"):
         tiny(loss="ntxent").fit(np.random.randn(1, 50, 1).astype(np.float32), n_iters=1, progress=False)

@@ -241,7 +241,7 @@ class AutoTCLPretraining(ContrastivePretraining):
             self.swa.update_parameters(self.encoder)
         self.step_end_times.append(time.perf_counter())
         self.losses.append(float(loss.detach()))
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self.log_loss(x.shape[0])
         self.log(
             "aug_collapse",
             float(len(self.collapse_events) > n_events),

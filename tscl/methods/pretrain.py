@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_swa_multi_avg_fn
@@ -52,11 +53,35 @@ def seed_step(seed: int, device: torch.device) -> None:
         torch.manual_seed(int(seed))
 
 
+class _WeightAverage(AveragedModel):
+    """torch's :class:`AveragedModel` (same state dict, same update) with a lean update on the CPU: one foreach lerp
+    over the parameter lists, without torch's per-step regrouping by device and dtype and its tensor-valued weight
+    (measured 1.4 -> 0.5 ms per step for the TS2Vec encoder, 1-3% of a GunPoint step). The weight is
+    ``1 / (n + 1)`` computed in float32, as torch computes it, so the averages are bit-identical."""
+
+    def update_parameters(self, model: nn.Module) -> None:
+        n_avg = self.n_averaged
+        if self.use_buffers or n_avg.device.type != "cpu" or int(n_avg) == 0 or self.avg_fn is not None:
+            return super().update_parameters(model)
+        avg = [p.detach() for p in self.module.parameters()]
+        cur = [p.detach() for p in model.parameters()]
+        if len(avg) != len(cur) or any(
+            a.device != c.device or a.dtype != c.dtype or not a.is_floating_point()
+            for a, c in zip(avg, cur, strict=True)
+        ):
+            return super().update_parameters(model)
+        n = int(n_avg)
+        torch._foreach_lerp_(avg, cur, float(np.float32(1.0) / np.float32(n + 1)))
+        for b_avg, b_model in zip(self.module.buffers(), model.buffers(), strict=True):
+            b_avg.detach().copy_(b_model.detach().to(b_avg.device))
+        n_avg += 1
+
+
 def weight_average(encoder: nn.Module) -> AveragedModel:
     """An equal-weight running average of ``encoder``'s weights that already holds ``w_0`` (TS2Vec averages the
     initial weights too: w_0 .. w_n). Updated with one foreach lerp over all parameters per step; its parameters
     take no gradients (DDP must not wait for them)."""
-    avg = AveragedModel(encoder, multi_avg_fn=_swa_update)
+    avg = _WeightAverage(encoder, multi_avg_fn=_swa_update)
     avg.update_parameters(encoder)
     avg.requires_grad_(False)
     return avg
@@ -235,8 +260,29 @@ class ContrastivePretraining(L.LightningModule):
             z1, z2 = z1.amax(dim=1), z2.amax(dim=1)
         loss = self.loss_fn(z1, z2)
         self.losses.append(float(loss.detach()))
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self.log_loss(x.shape[0])
         return loss
+
+    #: the training loss is logged (and shown in the progress bar) as the mean over this many steps
+    log_every: int = 10
+
+    def log_loss(self, batch_size: int) -> None:
+        """Log ``loss``, the mean of the last :attr:`log_every` steps' losses, every :attr:`log_every` steps and at
+        the last step. Every ``losses`` entry is kept in ``self.losses``; a Lightning ``self.log`` call costs about
+        0.6 ms (1-3% of a TS2Vec step on GunPoint), so it is not made every step."""
+        step = int(self.global_step) + 1  # steps done once this one ends
+        trainer = getattr(self, "_trainer", None)
+        last = trainer is not None and trainer.max_steps is not None and step >= trainer.max_steps
+        if step % self.log_every == 0 or last or step == 1:
+            recent = self.losses[-self.log_every :]
+            self.log(
+                "loss",
+                float(np.mean(recent)),
+                prog_bar=True,
+                on_step=True,
+                on_epoch=False,
+                batch_size=batch_size,
+            )
 
     def validation_step(self, batch, batch_idx):
         """Log ``self.val_metric()`` (e.g. a probe's score on a validation split) when one is set. ``fit`` runs it
