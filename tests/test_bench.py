@@ -41,6 +41,55 @@ def test_bench_pretrain_reports_throughput_and_memory(tmp_path, capsys):
     assert (out / "pretrain_time.png").exists()
 
 
+FAKE_TS2VEC = """
+import time
+
+
+class TS2Vec:  # the public implementation's constructor and fit signatures, a sleep per iteration
+    def __init__(self, input_dims, output_dims=320, hidden_dims=64, depth=10, device="cuda", lr=0.001,
+                 batch_size=16, max_train_length=None, temporal_unit=0, after_iter_callback=None,
+                 after_epoch_callback=None):
+        assert (device, batch_size, lr, output_dims, max_train_length) == ("cpu", 8, 1e-3, 320, 3000)
+        self.after_iter_callback = after_iter_callback
+
+    def fit(self, train_data, n_epochs=None, n_iters=None, verbose=False):
+        assert train_data.ndim == 3
+        for _ in range(n_iters):
+            time.sleep(0.05)
+            self.after_iter_callback(self, 0.0)
+        return []
+"""
+
+
+def test_bench_pretrain_times_a_reference_checkout_in_the_same_rounds(tmp_path, capsys):
+    repo = tmp_path / "ts2vec"
+    repo.mkdir()
+    assert main(["bench", "pretrain", "--datasets", "ItalyPowerDemand", "--ts2vec-repo", str(repo)]) != 0
+    assert "ConfigError" in (err := capsys.readouterr().err) and "no ts2vec.py" in err
+    (repo / "ts2vec.py").write_text(FAKE_TS2VEC)
+    out = tmp_path / "b"
+    args = [
+        "bench",
+        "pretrain",
+        "--datasets",
+        "ItalyPowerDemand",
+        "--n-iters",
+        "8",
+        "--configs",
+        "one-pass fp32",
+    ]
+    assert main(args + ["--repeats", "2", "--ts2vec-repo", str(repo), "--out", str(out)]) == 0
+    res = json.loads((out / "bench_pretrain.json").read_text())["results"]
+    assert [r["config"] for r in res] == ["one-pass fp32", "ts2vec reference"]
+    ours, ref = res
+    assert ref["n_iters"] == 8 and 0.05 * 8 <= ref["fit_total_s"] < 5
+    assert ref["sec_per_iter"] == pytest.approx(0.05, rel=0.5)
+    paired = sorted(a / b for a, b in zip(ref["fit_total_s_runs"], ours["fit_total_s_runs"], strict=True))
+    assert ours["ratio_vs_reference_run"] == pytest.approx(sum(paired) / 2)  # median of 2 rounds
+    assert ref["ratio_vs_reference_run"] == pytest.approx(1.0)
+    assert "x reference run" in capsys.readouterr().out
+
+
 def test_run_rounds_interleaves_configurations_and_median_run_picks_a_real_run(monkeypatch):
     from tscl.bench import common
     from tscl.errors import ConfigError

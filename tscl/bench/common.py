@@ -74,7 +74,8 @@ def run_rounds(
     """Run every spec ``repeats`` times, each run in a fresh process (:func:`run_worker`), interleaved: each round
     runs all specs, in reverse order on odd rounds, so that a shared machine's slow drifts (measured here: the same
     run varies by 20% over minutes) fall on every configuration alike. Returns one list of results per spec, in
-    round order. ``label(spec)`` names a run in the progress lines."""
+    round order. ``label(spec)`` names a run in the progress lines. A spec with a ``"target"`` key runs that
+    worker instead of ``target`` (e.g. a reference implementation timed in the same rounds)."""
     from tscl.errors import ConfigError
 
     if int(repeats) < 1:
@@ -83,7 +84,7 @@ def run_rounds(
     for r in range(int(repeats)):
         order = range(len(specs)) if r % 2 == 0 else reversed(range(len(specs)))
         for i in order:
-            results[i].append(run_worker(target, specs[i]))
+            results[i].append(run_worker(specs[i].get("target", target), specs[i]))
             if label is not None:
                 print(f"  round {r + 1}/{repeats}: {label(specs[i])} done", flush=True)
     return results

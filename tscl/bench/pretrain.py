@@ -76,10 +76,83 @@ def pretrain_worker(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def reference_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """One timed fit of the public TS2Vec implementation, imported from the user's checkout of its repository
+    (``spec["ts2vec_repo"]``, the folder holding ``ts2vec.py``; nothing of it ships with tscl), on the same panel
+    with TS2Vec's own training settings (``train.py``'s defaults: batch 8, lr 1e-3, 320 output dims,
+    max_train_length 3000) and seed 0. Timed like :func:`pretrain_worker`: the whole ``fit`` call, and the steady
+    state from the reference's per-iteration callback."""
+    import random
+    import sys
+
+    import torch
+
+    from tscl.errors import ConfigError
+
+    repo = str(spec["ts2vec_repo"])
+    sys.path.insert(0, repo)
+    try:
+        from ts2vec import TS2Vec
+    except Exception as exc:  # not a TS2Vec checkout, or one that does not import here
+        raise ConfigError(
+            f"--ts2vec-repo {repo}: cannot import TS2Vec from its ts2vec.py ({type(exc).__name__}: {exc})"
+        ) from exc
+    X, _ = _pretrain_panel(spec["dataset"], spec.get("ett"))
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    ends: list[float] = []
+    model = TS2Vec(
+        input_dims=X.shape[-1],
+        device="cpu",
+        batch_size=8,
+        lr=1e-3,
+        output_dims=320,
+        max_train_length=3000,
+        after_iter_callback=lambda _m, _loss: ends.append(time.perf_counter()),
+    )
+    n, warm = int(spec["n_iters"]), int(spec["warmup"])
+    t0 = time.perf_counter()
+    model.fit(np.asarray(X, dtype=np.float64), n_iters=n, verbose=False)
+    total = time.perf_counter() - t0
+    if len(ends) != n:
+        raise RuntimeError(f"the reference ran {len(ends)} iterations, expected {n}")
+    steady = (ends[-1] - ends[warm - 1]) / (n - warm) if 0 < warm < n else total / n
+    from tscl.data.windows import prepare_train_panel
+
+    prepared = prepare_train_panel(X, 3000)
+    B = min(8, prepared.shape[0])
+    window = min(prepared.shape[1], 3000)
+    return {
+        "sec_per_iter": steady,
+        "iters_per_s": 1 / steady,
+        "sequences_per_s": B / steady,
+        "steps_per_s": B * window / steady,
+        "fit_total_s": total,
+        "lightning_import_s": 0.0,
+        "n_iters": n,
+        "batch": B,
+        "window": window,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "threads": torch.get_num_threads(),
+    }
+
+
+#: name of the reference configuration when ``--ts2vec-repo`` is given
+REFERENCE = "ts2vec reference"
+
+
 def run(args) -> dict[str, Any]:
     from tscl.eval.classification import TS2VEC_UCR_REFERENCE
 
     out: dict[str, Any] = {"benchmark": "pretrain", "results": []}
+    if args.ts2vec_repo and not (Path(args.ts2vec_repo) / "ts2vec.py").is_file():
+        from tscl.errors import ConfigError
+
+        raise ConfigError(
+            f"--ts2vec-repo {args.ts2vec_repo}: no ts2vec.py there; give the folder of a checkout of the public "
+            "TS2Vec repository"
+        )
     rows = []
     for dataset in args.datasets:
         _, what = _pretrain_panel(dataset, args.ett) if dataset != "ETTh1" or args.ett else (None, "")
@@ -98,15 +171,41 @@ def run(args) -> dict[str, Any]:
             }
             for name in args.configs
         ]
+        names = list(args.configs)
+        if args.ts2vec_repo:  # the reference itself, timed in the same interleaved rounds
+            names.append(REFERENCE)
+            specs.append(
+                {
+                    **specs[0],
+                    "name": REFERENCE,
+                    "config": {},
+                    "ts2vec_repo": str(Path(args.ts2vec_repo).resolve()),
+                    "target": "tscl.bench.pretrain:reference_worker",
+                }
+            )
         runs = run_rounds(
             "tscl.bench.pretrain:pretrain_worker",
             specs,
             args.repeats,
             label=lambda s: f"{s['dataset']} {s['name']}",
         )
-        for name, config_runs in zip(args.configs, runs, strict=True):
+        live = runs[-1] if args.ts2vec_repo else None
+        for name, config_runs in zip(names, runs, strict=True):
             r = median_run(config_runs, "fit_total_s")
             base = base or r
+            if live is not None:
+                # paired: each round's reference run over this configuration's run of the same round (adjacent in
+                # time, so a drift of the machine moves both); the median over the rounds
+                r["ratio_vs_reference_run"] = float(
+                    np.median(
+                        [a["fit_total_s"] / b["fit_total_s"] for a, b in zip(live, config_runs, strict=True)]
+                    )
+                )
+                r["steady_ratio_vs_reference_run"] = float(
+                    np.median(
+                        [b["iters_per_s"] / a["iters_per_s"] for a, b in zip(live, config_runs, strict=True)]
+                    )
+                )
             ref = TS2VEC_UCR_REFERENCE.get(dataset)
             # End to end: our whole fit (Trainer set-up included) against the reference's 200-iteration training
             # time, scaled to 200 iterations when a different count was timed.
@@ -140,6 +239,11 @@ def run(args) -> dict[str, Any]:
                     round(r["ratio_vs_two_pass"], 2),
                     None if r["ratio_vs_ts2vec_impl"] is None else round(r["ratio_vs_ts2vec_impl"], 2),
                 ]
+                + (
+                    [round(r["ratio_vs_reference_run"], 2), round(r["steady_ratio_vs_reference_run"], 2)]
+                    if live is not None
+                    else []
+                )
             )
             print(
                 f"  {dataset:>10} {name}: {r['n_iters']} iters in {r['fit_total_s']:.1f} s "
@@ -165,7 +269,8 @@ def run(args) -> dict[str, Any]:
                 "peak_rss_gb",
                 "x two-pass",
                 "x ts2vec_impl",
-            ],
+            ]
+            + (["x reference run", "x reference steady"] if args.ts2vec_repo else []),
         )
     )
     print(
@@ -176,6 +281,12 @@ def run(args) -> dict[str, Any]:
         "(ANCHORS.md: GunPoint 25.3 s, peak RSS 1.16 GB; ArrowHead 34.9 s, 1.30 GB; ItalyPowerDemand 8.1 s, "
         "0.96 GB) over ours for 200 iterations."
     )
+    if args.ts2vec_repo:
+        print(
+            f"x reference run: the TS2Vec implementation in {args.ts2vec_repo}, timed in the same rounds on the same "
+            "data (whole fit over ours; median of the rounds' paired ratios); x reference steady: the same for the "
+            "steady-state iterations per second."
+        )
     from tscl import plots
 
     bars = [
@@ -208,5 +319,11 @@ def add_parser(bs):
         type=int,
         default=3,
         help="runs per configuration, interleaved across configurations; the median run is reported",
+    )
+    p.add_argument(
+        "--ts2vec-repo",
+        default=None,
+        help="a checkout of the public TS2Vec repository (the folder with ts2vec.py): its training is timed in the "
+        "same interleaved rounds, on the same data, and every configuration gets a paired ratio against it",
     )
     return p
