@@ -169,3 +169,42 @@ def test_seed_recipe_carries_instance_term_and_its_options():
         args.instance_loss_kwargs = bad
         with pytest.raises(ConfigError, match="instance-loss-kwargs"):
             seed_recipe(args, 0)
+
+
+def test_seed_recipe_takes_model_and_fit_settings_from_a_recipe(tmp_path):
+    """``--recipe`` (e.g. a tune's best.yaml): its model and fit keys reach every seed's recipe, its data and seed
+    do not, command-line options win, and a recipe with an unknown key is refused."""
+    import argparse
+
+    from tscl.bench.common import seed_recipe
+    from tscl.errors import ConfigError
+
+    path = tmp_path / "best.yaml"
+    path.write_text(
+        "data: ett:ETTh1\nunivariate: true\nseed: 7\nlr: 0.0025\nn_iters: 50\nmax_train_length: 500\n"
+        "temporal_unit: 1\nprecision: bf16-mixed\nhorizons: [24, 48]\n"
+    )
+    args = argparse.Namespace(
+        precision=None,
+        loss=None,
+        batch_size=None,
+        instance_loss=None,
+        instance_loss_kwargs=None,
+        recipe=str(path),
+    )
+    r = seed_recipe(args, 2)
+    assert r == {
+        "seed": 2,
+        "device": "cpu",
+        "lr": 0.0025,
+        "n_iters": 50,
+        "max_train_length": 500,
+        "temporal_unit": 1,
+        "precision": "bf16-mixed",
+    }
+    args.precision, args.n_iters = "32-true", 80
+    r = seed_recipe(args, 0)
+    assert r["precision"] == "32-true" and r["n_iters"] == 80
+    path.write_text("lr: 0.001\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        seed_recipe(args, 0)

@@ -15,7 +15,7 @@ def run(args) -> dict[str, Any]:
     from tscl.errors import DataError
     from tscl.pipelines import classification_reference, evaluate, fit_model, load_data
 
-    out: dict[str, Any] = {"benchmark": "classify", "runs": [], "summary": []}
+    out: dict[str, Any] = {"benchmark": "classify", "recipe": args.recipe, "runs": [], "summary": []}
     rows, bars = [], []
     for name in args.datasets:
         ds = load_data(f"ucr:{name}")
@@ -68,7 +68,9 @@ def run(args) -> dict[str, Any]:
             ]
         )
         bars.append({"dataset": name, "accuracy": summ["mean"], "reference": summ["paper"]})
-    print(f"\nClassification accuracy, mean of seeds {list(args.seeds)} (precision {args.precision})")
+    print(
+        f"\nClassification accuracy, mean of seeds {list(args.seeds)} (precision {_seed_recipe(args, 0).get('precision', '32-true')})"
+    )
     for summ in out["summary"]:
         if summ["failed_seeds"]:
             print(
@@ -119,7 +121,12 @@ def add_parser(bs):
 
 def add_recipe_args(q) -> None:
     """Options that go into each seed's recipe (shared by the accuracy benchmarks)."""
-    q.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
+    q.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        default=None,
+        help="default: the recipe's, else 32-true",
+    )
     q.add_argument("--loss", default=None)
     q.add_argument(
         "--instance-loss", default=None, help="the hierarchical loss's instance term: ntxent, dcl, mochi, ..."
@@ -130,3 +137,9 @@ def add_recipe_args(q) -> None:
         help='JSON options of the instance term, e.g. \'{"normalize": true, "temperature": 0.1}\'',
     )
     q.add_argument("--batch-size", type=int, default=None)
+    q.add_argument(
+        "--recipe",
+        default=None,
+        help="a tscl fit recipe (YAML, e.g. the best.yaml of a validation search by tscl tune) whose model and fit "
+        "settings every seed uses; its data and seed keys are ignored, the options above override it",
+    )

@@ -16,7 +16,16 @@ def table(rows, header) -> str:
 
 
 def seed_recipe(args, seed: int) -> dict[str, Any]:
-    """The recipe of one benchmark run: TS2Vec defaults plus the options given on the command line."""
+    """The recipe of one benchmark run: TS2Vec defaults, then the model and fit settings of ``--recipe`` (a
+    ``tscl fit`` recipe; its data, evaluation and seed keys are not used), then the options given on the command
+    line."""
+    base: dict[str, Any] = {}
+    if getattr(args, "recipe", None):
+        from tscl.pipelines import FIT_KEYS, MODEL_KEYS, load_recipe
+
+        base = {
+            k: v for k, v in load_recipe(args.recipe).items() if k in MODEL_KEYS + FIT_KEYS and k != "seed"
+        }
     recipe = {
         "seed": seed,
         "precision": args.precision,
@@ -26,7 +35,7 @@ def seed_recipe(args, seed: int) -> dict[str, Any]:
         "n_iters": getattr(args, "n_iters", None),
         "loss_kwargs": _loss_kwargs(args) or None,
     }
-    return {k: v for k, v in recipe.items() if v is not None}
+    return {**base, **{k: v for k, v in recipe.items() if v is not None}}
 
 
 def _loss_kwargs(args) -> dict[str, Any]:

@@ -20,7 +20,7 @@ def run(args) -> dict[str, Any]:
         from tscl.errors import ConfigError
 
         raise ConfigError("tscl bench forecast needs --ett PATH (the ETTh1 CSV)")
-    out: dict[str, Any] = {"benchmark": "forecast", "runs": [], "summary": {}}
+    out: dict[str, Any] = {"benchmark": "forecast", "recipe": args.recipe, "runs": [], "summary": {}}
     from tscl import plots
 
     for setting in args.settings:
