@@ -163,6 +163,33 @@ def test_tiled_logsumexp_matches_dense_values_and_gradients(chunk):
     assert torch.autograd.gradcheck(lambda a, b: exclusive_logsumexp(a, b, chunk=chunk), (z, scale))
 
 
+@pytest.mark.parametrize("pair", [False, True])
+@pytest.mark.parametrize("chunk", [3, 7, 16])
+@pytest.mark.parametrize("weights", ["positive", "mixed"])
+def test_tiled_logsumexp_unit_scale_float32_matches_reference(chunk, pair, weights):
+    """The tiled path at TS2Vec's setting (float32, scale exactly 1, positive upstream gradients: the in-place
+    fast path) and with mixed-sign gradients (the general path) against autograd through the dense formula in
+    float64, including tiles that hold the diagonal and the partner diagonal."""
+    from tscl.losses.functional import exclusive_logsumexp
+
+    torch.manual_seed(11)
+    M = 14
+    z = torch.randn(2, M, 5, requires_grad=True)
+    w = torch.rand(2, M) + 0.1 if weights == "positive" else torch.randn(2, M)
+    got = exclusive_logsumexp(z, 1.0, chunk=chunk, exclude_pair=pair)
+    (gz,) = torch.autograd.grad((got * w).sum(), z)
+    z64 = z.detach().double().requires_grad_()
+    s = z64 @ z64.transpose(1, 2)
+    i = torch.arange(M)
+    excl = i[:, None] == i[None, :]
+    if pair:
+        excl |= (i[:, None] - i[None, :]).abs() == M // 2
+    ref = torch.logsumexp(s.masked_fill(excl, float("-inf")), -1)
+    (gref,) = torch.autograd.grad((ref * w.double()).sum(), z64)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gz.double(), gref, rtol=1e-4, atol=1e-5)
+
+
 def test_chunked_ntxent_equals_dense_and_handles_bf16():
     torch.manual_seed(7)
     z1, z2 = torch.randn(3, 600, 8), torch.randn(3, 600, 8)  # 2N = 1200 -> tiled automatically

@@ -21,17 +21,23 @@ def _tiles(M, c):
 
 
 def _mask_tile(s, a, b, c, d, M, pair):
-    """Set the excluded entries of the score tile ``s = scores[a:b, c:d]`` to -inf: the diagonal ``j == i`` and,
-    with ``pair``, the partner ``j == (i + M/2) mod M`` (the other view of the same sample in ``[z1; z2]``)."""
-    rows = torch.arange(a, b, device=s.device)[:, None]
-    cols = torch.arange(c, d, device=s.device)[None, :]
-    off = cols - rows
-    excl = off == 0
-    if pair:
-        excl = excl | (off.abs() == M // 2)
-    if not bool(excl.any()):
-        return s
-    return s.masked_fill(excl, float("-inf"))
+    """Set the excluded entries of the score tile ``s = scores[a:b, c:d]`` to -inf, in place (``s`` must be a
+    tensor of its own): the diagonal ``j == i`` and, with ``pair``, the partner ``j == (i + M/2) mod M`` (the other
+    view of the same sample in ``[z1; z2]``). Each is one diagonal of the tile (local ``col - row`` is ``a - c``,
+    ``a - c + M/2`` or ``a - c - M/2``), filled directly; tiles they miss are left alone."""
+    offsets = (a - c, a - c + M // 2, a - c - M // 2) if pair else (a - c,)
+    for k in offsets:
+        if -(b - a) < k < d - c:
+            s.diagonal(k, -2, -1).fill_(float("-inf"))
+    return s
+
+
+def _is_one(scale: torch.Tensor) -> bool:
+    """``scale`` is exactly 1 and needs no gradient, so its multiplications can be skipped (checked on the CPU
+    only: on an accelerator it would cost a device sync)."""
+    return (
+        scale.device.type == "cpu" and scale.numel() == 1 and not scale.requires_grad and float(scale) == 1.0
+    )
 
 
 def check_first_order(name: str) -> None:
@@ -70,9 +76,12 @@ class _ExclusiveLSE(torch.autograd.Function):
             )
             mx[:, a:b] = new
 
+        unit = _is_one(scale)
         for ti, (a, b) in enumerate(tiles):
             for c, d in tiles[ti:]:
-                s = (z[:, a:b] @ z[:, c:d].transpose(1, 2)).to(acc) * sc
+                s = (z[:, a:b] @ z[:, c:d].transpose(1, 2)).to(acc)
+                if not unit:
+                    s = s * sc
                 s = _mask_tile(s, a, b, c, d, M, pair)
                 if a == c:
                     update(a, b, s)
@@ -95,9 +104,22 @@ class _ExclusiveLSE(torch.autograd.Function):
         gz = torch.zeros(z.shape, dtype=acc, device=z.device)
         g_scale = torch.zeros((), dtype=acc, device=z.device) if ctx.needs_input_grad[1] else None
         tiles = _tiles(M, ctx.chunk)
+        # Fast path (TS2Vec's setting: scale 1, float32, positive upstream gradients, as the NT-Xent terms give):
+        # g_i * exp(s - lse_i) = exp(s - (lse_i - log g_i)), the scale multiplications are skipped and the
+        # products accumulate in place (baddbmm_): fewer passes over each tile, the same values.
+        fast = g_scale is None and _is_one(scale) and z.dtype == acc and bool((g > 0).all())
+        shift = lse - torch.log(g) if fast else None
         for ti, (a, b) in enumerate(tiles):
             for c, d in tiles[ti:]:
                 dots = (z[:, a:b] @ z[:, c:d].transpose(1, 2)).to(acc)
+                if fast:
+                    s = _mask_tile(dots, a, b, c, d, M, ctx.pair)
+                    q = torch.sub(s, shift[:, a:b, None]).exp_()  # P[a:b, c:d]
+                    q += torch.sub(s, shift[:, None, c:d]).exp_()  # + P[c:d, a:b]^T
+                    gz[:, a:b].baddbmm_(q, z[:, c:d])
+                    if a != c:
+                        gz[:, c:d].baddbmm_(q.transpose(1, 2), z[:, a:b])
+                    continue
                 s = _mask_tile(dots * sc, a, b, c, d, M, ctx.pair)
                 rows = torch.exp(s - lse[:, a:b, None]) * g[:, a:b, None]  # P[a:b, c:d]
                 cols = torch.exp(s - lse[:, None, c:d]) * g[:, None, c:d]  # P[c:d, a:b]^T
