@@ -190,6 +190,45 @@ def test_tiled_logsumexp_unit_scale_float32_matches_reference(chunk, pair, weigh
     torch.testing.assert_close(gz.double(), gref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("pair", [False, True])
+@pytest.mark.parametrize("weights", ["positive", "mixed"])
+def test_tiled_logsumexp_bf16_products_pad_tiles_and_match_reference(pair, weights):
+    """Inside ``bf16_score_products`` (the hierarchical loss on a bf16 encoder's outputs) the tile products run
+    with bf16 arithmetic on zero-padded, equal-shaped tiles: on bf16-exact inputs the values match the float64
+    formula to float32 accuracy, the gradients to bf16 accuracy, the padding never leaks, and oneDNN's matmul
+    precision is restored afterwards."""
+    import tscl.losses.functional as F
+
+    torch.manual_seed(12)
+    M, chunk = 22, 8  # 22 rows: 3 tiles of 8, the last padded with two zero rows
+    z = torch.randn(2, M, 16).bfloat16().float().requires_grad_()
+    w = torch.rand(2, M) + 0.1 if weights == "positive" else torch.randn(2, M)
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    shapes = []
+    real = F._pad_for_tiles
+    F._pad_for_tiles = lambda x, c, pad: (lambda out: shapes.append(out[0].shape[1]) or out)(real(x, c, pad))
+    try:
+        with F.bf16_score_products():
+            got = F.exclusive_logsumexp(z, 1.0, chunk=chunk, exclude_pair=pair)
+        (gz,) = torch.autograd.grad((got * w).sum(), z)
+    finally:
+        F._pad_for_tiles = real
+    assert torch.backends.mkldnn.matmul.fp32_precision == before
+    if torch.backends.mkldnn.is_available():
+        assert shapes == [24, 24]  # forward and backward on padded tiles
+    z64 = z.detach().double().requires_grad_()
+    s = z64 @ z64.transpose(1, 2)
+    i = torch.arange(M)
+    excl = i[:, None] == i[None, :]
+    if pair:
+        excl |= (i[:, None] - i[None, :]).abs() == M // 2
+    ref = torch.logsumexp(s.masked_fill(excl, float("-inf")), -1)
+    (gref,) = torch.autograd.grad((ref * w.double()).sum(), z64)
+    assert got.shape == (2, M) and gz.shape == z.shape
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gz.double(), gref, rtol=2e-2, atol=2e-2)
+
+
 def test_chunked_ntxent_equals_dense_and_handles_bf16():
     torch.manual_seed(7)
     z1, z2 = torch.randn(3, 600, 8), torch.randn(3, 600, 8)  # 2N = 1200 -> tiled automatically

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tscl.errors import ConfigError
-from tscl.losses.functional import check_first_order
+from tscl.losses.functional import bf16_score_products, check_first_order
 from tscl.losses.infonce import NTXentLoss, check_pair
 
 __all__ = ["HierarchicalContrastiveLoss"]
@@ -81,12 +81,16 @@ class HierarchicalContrastiveLoss(nn.Module):
             raise ConfigError(f"HierarchicalContrastiveLoss expects (B, T, D) inputs, got {tuple(z1.shape)}")
         # The loss runs in (at least) float32 even under autocast: its log-sum-exps over raw dot products need the
         # precision, and on CPU float32 batched matmuls at these sizes are faster than bfloat16 ones (measured).
+        # Inputs from a bfloat16 encoder are exact in bfloat16: the tiled score products (long crops) may then run
+        # with bfloat16 arithmetic and float32 accumulation on the CPU (bf16_score_products).
+        bf16_in = z1.dtype == torch.bfloat16 and z2.dtype == torch.bfloat16
         dtype = torch.promote_types(z1.dtype, torch.float32)
         with torch.autocast(z1.device.type, enabled=False):
             z1, z2 = z1.to(dtype), z2.to(dtype)
             if self._fused is not None and 2 * max(z1.shape[0], z1.shape[1]) < 1024:
                 return _FusedTS2VecLoss.apply(z1, z2, self.alpha, self.temporal_unit, *self._fused)
-            return self._levels(z1, z2)
+            with bf16_score_products(bf16_in):
+                return self._levels(z1, z2)
 
     def _levels(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         a = self.alpha
