@@ -163,6 +163,21 @@ def test_tiled_logsumexp_matches_dense_values_and_gradients(chunk):
     assert torch.autograd.gradcheck(lambda a, b: exclusive_logsumexp(a, b, chunk=chunk), (z, scale))
 
 
+def _exclusive_lse_reference(z, w, pair):
+    """The dense formula in float64 with autograd: ``lse_i = log sum_{j != i (, partner)} exp(z_i . z_j)`` and the
+    gradient of ``sum(w * lse)``."""
+    M = z.shape[1]
+    z64 = z.detach().double().requires_grad_()
+    s = z64 @ z64.transpose(1, 2)
+    i = torch.arange(M)
+    excl = i[:, None] == i[None, :]
+    if pair:
+        excl |= (i[:, None] - i[None, :]).abs() == M // 2
+    ref = torch.logsumexp(s.masked_fill(excl, float("-inf")), -1)
+    (gref,) = torch.autograd.grad((ref * w.double()).sum(), z64)
+    return ref.detach(), gref
+
+
 @pytest.mark.parametrize("pair", [False, True])
 @pytest.mark.parametrize("chunk", [3, 7, 16])
 @pytest.mark.parametrize("weights", ["positive", "mixed"])
@@ -178,14 +193,7 @@ def test_tiled_logsumexp_unit_scale_float32_matches_reference(chunk, pair, weigh
     w = torch.rand(2, M) + 0.1 if weights == "positive" else torch.randn(2, M)
     got = exclusive_logsumexp(z, 1.0, chunk=chunk, exclude_pair=pair)
     (gz,) = torch.autograd.grad((got * w).sum(), z)
-    z64 = z.detach().double().requires_grad_()
-    s = z64 @ z64.transpose(1, 2)
-    i = torch.arange(M)
-    excl = i[:, None] == i[None, :]
-    if pair:
-        excl |= (i[:, None] - i[None, :]).abs() == M // 2
-    ref = torch.logsumexp(s.masked_fill(excl, float("-inf")), -1)
-    (gref,) = torch.autograd.grad((ref * w.double()).sum(), z64)
+    ref, gref = _exclusive_lse_reference(z, w, pair)
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gz.double(), gref, rtol=1e-4, atol=1e-5)
 
@@ -216,14 +224,7 @@ def test_tiled_logsumexp_bf16_products_pad_tiles_and_match_reference(pair, weigh
     assert torch.backends.mkldnn.matmul.fp32_precision == before
     if torch.backends.mkldnn.is_available():
         assert shapes == [24, 24]  # forward and backward on padded tiles
-    z64 = z.detach().double().requires_grad_()
-    s = z64 @ z64.transpose(1, 2)
-    i = torch.arange(M)
-    excl = i[:, None] == i[None, :]
-    if pair:
-        excl |= (i[:, None] - i[None, :]).abs() == M // 2
-    ref = torch.logsumexp(s.masked_fill(excl, float("-inf")), -1)
-    (gref,) = torch.autograd.grad((ref * w.double()).sum(), z64)
+    ref, gref = _exclusive_lse_reference(z, w, pair)
     assert got.shape == (2, M) and gz.shape == z.shape
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(gz.double(), gref, rtol=2e-2, atol=2e-2)

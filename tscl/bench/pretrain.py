@@ -37,7 +37,6 @@ def _pretrain_panel(dataset: str, ett: str | None) -> tuple[np.ndarray, str]:
 
 def pretrain_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one timed fit (in its own process, so peak RSS is per configuration)."""
-    import torch
 
     import tscl
 
@@ -53,14 +52,22 @@ def pretrain_worker(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     m.fit(X, n_iters=n, progress=False)
     total = time.perf_counter() - t0
-    times = m.module_.step_end_times
-    steady = (times[-1] - times[warm - 1]) / (n - warm) if 0 < warm < n else total / n
+    return _timing(X, m.module_.step_end_times, total, n, warm, m.batch_size, m.max_train_length, import_s)
+
+
+def _timing(
+    X, ends, total: float, n: int, warm: int, batch_size: int, max_len, import_s: float
+) -> dict[str, Any]:
+    """The figures of one timed fit: steady state from the per-step end times ``ends`` after ``warm`` steps, and
+    the batch and window that the training panel ``X`` gives with TS2Vec's preparation."""
+    import torch
+
     from tscl.data.windows import prepare_train_panel
 
-    prepared = prepare_train_panel(X, m.max_train_length)
-    n_series = prepared.shape[0]
-    window = min(prepared.shape[1], m.max_train_length or prepared.shape[1])
-    B = min(m.batch_size, n_series)
+    steady = (ends[-1] - ends[warm - 1]) / (n - warm) if 0 < warm < n else total / n
+    prepared = prepare_train_panel(X, max_len)
+    B = min(batch_size, prepared.shape[0])
+    window = min(prepared.shape[1], max_len or prepared.shape[1])
     return {
         "sec_per_iter": steady,
         "iters_per_s": 1 / steady,
@@ -117,25 +124,7 @@ def reference_worker(spec: dict[str, Any]) -> dict[str, Any]:
     total = time.perf_counter() - t0
     if len(ends) != n:
         raise RuntimeError(f"the reference ran {len(ends)} iterations, expected {n}")
-    steady = (ends[-1] - ends[warm - 1]) / (n - warm) if 0 < warm < n else total / n
-    from tscl.data.windows import prepare_train_panel
-
-    prepared = prepare_train_panel(X, 3000)
-    B = min(8, prepared.shape[0])
-    window = min(prepared.shape[1], 3000)
-    return {
-        "sec_per_iter": steady,
-        "iters_per_s": 1 / steady,
-        "sequences_per_s": B / steady,
-        "steps_per_s": B * window / steady,
-        "fit_total_s": total,
-        "lightning_import_s": 0.0,
-        "n_iters": n,
-        "batch": B,
-        "window": window,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-        "threads": torch.get_num_threads(),
-    }
+    return _timing(X, ends, total, n, warm, 8, 3000, 0.0)
 
 
 #: name of the reference configuration when ``--ts2vec-repo`` is given
