@@ -213,7 +213,12 @@ def test_bench_autotcl_runs_both_methods_in_one_run(tmp_path, capsys):
     out = tmp_path / "b"
     args = ["bench", "autotcl", "--tasks", "classify", "--datasets", "ItalyPowerDemand", "--seeds", "0"]
     kw = '{"output_dims": 8, "hidden_dims": 8, "depth": 2, "lr": 0.002}'  # for both methods
-    assert main([*args, "--n-iters-classify", "3", "--model-kwargs", kw, "--out", str(out)]) == 0
+    assert (
+        main([*args, "--n-iters-classify", "3", "--model-kwargs", kw, "--out", str(out), "--no-progress"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "Epoch 0" not in printed  # --no-progress: no progress bar for either fit
     res = json.loads((out / "bench_autotcl.json").read_text())
     assert res["settings"]["model_kwargs"] == kw
     runs = res["classify"]
@@ -222,7 +227,7 @@ def test_bench_autotcl_runs_both_methods_in_one_run(tmp_path, capsys):
     s = res["summary"]["classify"]["ItalyPowerDemand/tcn"]
     assert s["fixed"] == runs[0]["accuracy"] and s["autotcl"] == runs[1]["accuracy"]
     assert (out / "autotcl_classify_tcn.png").exists() and (out / "bench_autotcl.partial.json").exists()
-    assert "AutoTCL vs fixed" in capsys.readouterr().out
+    assert "AutoTCL vs fixed" in printed
 
 
 def test_bench_autotcl_cost_ratio_is_the_median_of_paired_rounds(tmp_path, monkeypatch, capsys):

@@ -37,6 +37,12 @@ def add_bench_parser(sub) -> None:
                 "--ett", default=os.environ.get("TSCL_ETT"), help="ETTh1 CSV path (or name in $TSCL_DATA)"
             )
         q.add_argument("--out", default="runs/bench")
+        q.add_argument(
+            "--no-progress",
+            dest="progress",
+            action="store_false",
+            help="hide each fit's progress bar (timed runs never show one)",
+        )
     b.set_defaults(func=main)
 
 

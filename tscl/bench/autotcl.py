@@ -75,7 +75,9 @@ def _forecast(args, out: dict) -> None:
             res: dict[str, list] = {m: [] for m in METHODS}
             for seed in args.seeds:
                 for method in METHODS:
-                    model, _, s = fit_model(_recipe(args, method, seed, encoder, n_iters), ds, progress=False)
+                    model, _, s = fit_model(
+                        _recipe(args, method, seed, encoder, n_iters), ds, progress=args.progress
+                    )
                     r = evaluate(model, ds)
                     res[method].append(r)
                     out["forecast"].append(
@@ -192,7 +194,9 @@ def _classify(args, out: dict) -> None:
             for seed in args.seeds:
                 for method in METHODS:
                     model, _, s = fit_model(
-                        _recipe(args, method, seed, encoder, args.n_iters_classify), ds, progress=False
+                        _recipe(args, method, seed, encoder, args.n_iters_classify),
+                        ds,
+                        progress=args.progress,
                     )
                     r = evaluate(model, ds, seed=seed)
                     acc[method].append(r["accuracy"])

@@ -22,7 +22,7 @@ def run(args) -> dict[str, Any]:
         accs, secs = [], []
         failed = []
         for seed in args.seeds:
-            model, _, s = fit_model(_seed_recipe(args, seed), ds, progress=False)
+            model, _, s = fit_model(_seed_recipe(args, seed), ds, progress=args.progress)
             secs.append(s)
             try:
                 res = evaluate(model, ds, seed=seed)

@@ -45,7 +45,7 @@ def _fit_eval(args, windows, backbone, strategy, seed, lam):
         valid_stride=args.valid_stride,
         seed=seed,
         device="cpu",
-        progress=False,
+        progress=args.progress,
     )
     t0 = time.perf_counter()
     f.fit(windows)

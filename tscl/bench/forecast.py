@@ -27,7 +27,7 @@ def run(args) -> dict[str, Any]:
         ds = load_data(f"ett:{args.ett}", univariate=setting == "univariate")
         per_seed = []
         for seed in args.seeds:
-            model, _, s = fit_model(_seed_recipe(args, seed), ds, progress=False)
+            model, _, s = fit_model(_seed_recipe(args, seed), ds, progress=args.progress)
             res = evaluate(model, ds)
             per_seed.append(res)
             out["runs"].append({"setting": setting, "seed": seed, "fit_s": s, **res})
