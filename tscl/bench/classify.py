@@ -17,6 +17,7 @@ def run(args) -> dict[str, Any]:
 
     out: dict[str, Any] = {"benchmark": "classify", "recipe": args.recipe, "runs": [], "summary": []}
     rows, bars = [], []
+    precision = _seed_recipe(args, 0).get("precision", "32-true")  # the option's, else the recipe's
     for name in args.datasets:
         ds = load_data(f"ucr:{name}")
         accs, secs = [], []
@@ -68,9 +69,7 @@ def run(args) -> dict[str, Any]:
             ]
         )
         bars.append({"dataset": name, "accuracy": summ["mean"], "reference": summ["paper"]})
-    print(
-        f"\nClassification accuracy, mean of seeds {list(args.seeds)} (precision {_seed_recipe(args, 0).get('precision', '32-true')})"
-    )
+    print(f"\nClassification accuracy, mean of seeds {list(args.seeds)} (precision {precision})")
     for summ in out["summary"]:
         if summ["failed_seeds"]:
             print(
