@@ -99,6 +99,14 @@ def run_rounds(
     return results
 
 
+def paired_ratio(num: list[dict[str, Any]], den: list[dict[str, Any]], key: str) -> float:
+    """The median over rounds of ``num[r][key] / den[r][key]``: the two runs of a round are adjacent in time, so a
+    drift of the machine moves both, and the round's ratio cancels it (the ratio of the medians would not)."""
+    import statistics
+
+    return float(statistics.median(n[key] / d[key] for n, d in zip(num, den, strict=True)))
+
+
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The run whose ``key`` is the median (the lower middle one for an even count), so every reported field comes
     from one real run; ``<key>_runs`` lists ``key`` of all runs."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tscl.bench.common import median_run, run_rounds
+from tscl.bench.common import median_run, paired_ratio, run_rounds
 from tscl.bench.common import table as _table
 
 #: Configurations compared by ``tscl bench pretrain``. "two-pass fp32" encodes the two views in two forward passes
@@ -183,18 +183,9 @@ def run(args) -> dict[str, Any]:
             r = median_run(config_runs, "fit_total_s")
             base = base or r
             if live is not None:
-                # paired: each round's reference run over this configuration's run of the same round (adjacent in
-                # time, so a drift of the machine moves both); the median over the rounds
-                r["ratio_vs_reference_run"] = float(
-                    np.median(
-                        [a["fit_total_s"] / b["fit_total_s"] for a, b in zip(live, config_runs, strict=True)]
-                    )
-                )
-                r["steady_ratio_vs_reference_run"] = float(
-                    np.median(
-                        [b["iters_per_s"] / a["iters_per_s"] for a, b in zip(live, config_runs, strict=True)]
-                    )
-                )
+                # paired: each round's reference run against this configuration's run of the same round
+                r["ratio_vs_reference_run"] = paired_ratio(live, config_runs, "fit_total_s")
+                r["steady_ratio_vs_reference_run"] = paired_ratio(config_runs, live, "iters_per_s")
             ref = TS2VEC_UCR_REFERENCE.get(dataset)
             # End to end: our whole fit (Trainer set-up included) against the reference's 200-iteration training
             # time, scaled to 200 iterations when a different count was timed.
